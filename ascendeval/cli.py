@@ -1,0 +1,86 @@
+"""The `ascendeval` command.
+
+    ascendeval run PARAMS... [--sections a,b] [--run-id ID | --resume ID]
+    ascendeval validate PARAMS...
+    ascendeval build-model NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config as config_mod
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import runner
+
+    try:
+        sections = runner.parse_sections(args.sections)
+        # strict params first: every file is validated before any engine starts
+        for pf in args.params:
+            config_mod.load(pf)
+    except config_mod.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runner.env_for_kernels()
+    summaries = runner.run_many(args.params, sections=sections, run_id=args.resume or args.run_id,
+                                resume=bool(args.resume), progress=not args.no_progress)
+    print(runner.summary_table(summaries))
+    for s in summaries:
+        if s.run_dir:
+            print(f"run directory: {s.run_dir}")
+    return 0 if all(s.status == "ok" for s in summaries) else 1
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    rc = 0
+    for pf in args.params:
+        try:
+            cfg = config_mod.load(pf)
+        except config_mod.ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = 2
+        else:
+            print(f"ok: {pf}: model {cfg.model.id} on {cfg.target.engine}/{cfg.target.device} "
+                  f"x{cfg.target.count}; sections {', '.join(cfg.enabled_sections())}")
+    return rc
+
+
+def _cmd_build_model(args: argparse.Namespace) -> int:
+    from . import builtin_models
+
+    path = builtin_models.ensure(args.name)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ascendeval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute the workbook for one or more params files")
+    r.add_argument("params", nargs="+", help="params/<model>.yaml files, run one after another")
+    r.add_argument("--sections", help="comma-separated subset, e.g. environment,smoke")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--run-id", help="name of the run directory (default: timestamp-engine-device)")
+    g.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping sections already ok")
+    r.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    r.set_defaults(func=_cmd_run)
+    v = sub.add_parser("validate", help="check params files without running anything")
+    v.add_argument("params", nargs="+")
+    v.set_defaults(func=_cmd_validate)
+    b = sub.add_parser("build-model", help="build (or find in the cache) a builtin model and print its path")
+    b.add_argument("name")
+    b.set_defaults(func=_cmd_build_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""One section's run: config, run directory, step bookkeeping and the record it writes.
+
+A notebook opens a `SectionRun`, calls measurements through `run.step(...)` (a failing step is
+recorded as failed with its reason and the notebook goes on), adds metrics, and ends with
+`run.finish()`. After every step the record is checkpointed as `failed` ("did not finish"), so a
+kernel crash or an interrupted run keeps what was already measured; `finish()` rewrites it with
+the final status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from . import config as config_mod
+from . import paths, records
+
+log = logging.getLogger("ascendeval")
+T = TypeVar("T")
+
+
+class SectionSkipped(Exception):
+    """Raised by a step that does not apply to this target; the step is recorded as skipped."""
+
+
+def new_run_id(cfg: config_mod.RunConfig) -> str:
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.target.engine}-{cfg.target.device}"
+
+
+def resolve_run_dir(cfg: config_mod.RunConfig, run_dir: str | Path | None) -> Path:
+    """An explicit run_dir is used as is; empty means a fresh run under outputs/<model>/<run_id>."""
+    path = Path(run_dir) if run_dir else paths.outputs_dir() / cfg.model.short_name / new_run_id(cfg)
+    (path / "records").mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+class SectionRun:
+    def __init__(self, section: str, params_file: str | Path, run_dir: str | Path | None = None):
+        self.section = section
+        self.params_file = str(params_file)
+        self.cfg = config_mod.load(params_file)
+        self.conf = self.cfg.section(section)
+        self.run_dir = resolve_run_dir(self.cfg, run_dir)
+        self.run_id = self.run_dir.name
+        self.metrics: dict[str, Any] = {}
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.artifacts: list[str] = []
+        self._skip_reason: str | None = None
+        self._env_summary: dict[str, Any] | None = None
+        self._model: Any = None
+        self.engine_starts: list[dict[str, Any]] = []
+        paths.set_engine_cache_env()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Run one measurement. Exceptions are recorded (status failed + reason), not raised."""
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except SectionSkipped as exc:
+            self.steps[name] = {"status": "skipped", "reason": str(exc), "wall_s": time.perf_counter() - t0}
+            log.info("step %s skipped: %s", name, exc)
+            result = None
+        except Exception as exc:  # noqa: BLE001 - any failure of a measurement is a result to record
+            reason = f"{type(exc).__name__}: {exc}".strip()
+            self.steps[name] = {
+                "status": "failed",
+                "reason": reason.splitlines()[0][:500] if reason else type(exc).__name__,
+                "wall_s": time.perf_counter() - t0,
+                "traceback": traceback.format_exc(limit=8)[-4000:],
+            }
+            log.error("step %s failed: %s", name, reason)
+            result = None
+        else:
+            self.steps[name] = {"status": "ok", "reason": None, "wall_s": time.perf_counter() - t0}
+        self._checkpoint()
+        return result
+
+    def step_status(self, name: str) -> str | None:
+        return self.steps.get(name, {}).get("status")
+
+    def add(self, key: str, value: Any) -> Any:
+        """Store a metric (dataclasses and numpy values are converted) and checkpoint."""
+        self.metrics[key] = records.to_jsonable(value)
+        self._checkpoint()
+        return value
+
+    def save_rows(self, kind: str, rows: list[Any]) -> Path:
+        path = records.save_rows(self.run_dir, self.section, kind, rows)
+        self.artifact(path)
+        return path
+
+    def artifact(self, path: str | Path) -> Path:
+        p = Path(path)
+        rel = str(p.resolve().relative_to(self.run_dir)) if p.resolve().is_relative_to(self.run_dir) else str(p)
+        if rel not in self.artifacts:
+            self.artifacts.append(rel)
+        return p
+
+    def artifact_path(self, name: str) -> Path:
+        """A path for a plot or file under <run_dir>/artifacts/ (registered as an artifact)."""
+        p = self.run_dir / "artifacts" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.artifact(p)
+        return p
+
+    # ------------------------------------------------------------------ model, engines, servers
+
+    def model(self) -> Any:
+        """Resolve the params' model (building a builtin on first use); cached for the section."""
+        if self._model is None:
+            from . import models
+
+            self._model = models.resolve(self.cfg.model)
+        return self._model
+
+    def engine(self, label: str = "main", **overrides: Any) -> Any:
+        """Create an engine from params (+ overrides); its start time is recorded under engine_starts."""
+        from . import engines
+
+        t0 = time.perf_counter()
+        model_path = None if (overrides.get("engine") or self.cfg.target.engine) == "openai" else self.model().path
+        eng = engines.create(self.cfg, model_path, **overrides)
+        self.engine_starts.append({"label": label, "engine": eng.name, "wall_s": time.perf_counter() - t0,
+                                   "overrides": {k: v for k, v in overrides.items()}})
+        self.add("engine_starts", self.engine_starts)
+        return eng
+
+    @contextlib.contextmanager
+    def served(self, label: str = "server", **overrides: Any) -> Iterator[str]:
+        """Base URL of a served model: params' server.url, the run's shared server, or one started
+        here with the params' settings (+ overrides) and stopped when the block ends."""
+        from . import server
+
+        if self.cfg.server.url and not overrides:
+            yield self.cfg.server.url.rstrip("/")
+            return
+        shared = os.environ.get("ASCENDEVAL_SHARED_SERVER_URL")
+        if shared and not overrides:
+            yield shared
+            return
+        srv = server.for_config(self.cfg, self.model().path, self.run_dir / "logs", **overrides)
+        with srv:
+            self.engine_starts.append({"label": label, "engine": "server", "wall_s": srv.startup_s,
+                                       "overrides": dict(overrides), "log": str(srv.log_path)})
+            self.add("engine_starts", self.engine_starts)
+            yield srv.base_url
+
+    # ------------------------------------------------------------------ display
+
+    def show(self, name: str, result: Any = None) -> Any:
+        """Display a step's result table, or why the step failed / was skipped."""
+        from IPython.display import Markdown, display
+
+        info = self.steps.get(name)
+        if info and info["status"] != "ok":
+            display(Markdown(f"**{name}: {info['status']}** — {info['reason']}"))
+            return None
+        if result is not None and hasattr(result, "table"):
+            table = result.table()
+            display(table)
+            return table
+        if result is not None:
+            display(result)
+        return result
+
+    def skip(self, reason: str) -> None:
+        """Mark the whole section skipped (it does not apply to this target)."""
+        self._skip_reason = reason
+
+    # ------------------------------------------------------------------ record
+
+    def env_summary(self) -> dict[str, Any]:
+        if self._env_summary is None:
+            from . import env
+
+            self._env_summary = env.versions()
+        return self._env_summary
+
+    def _record(self, status: str, reason: str | None) -> records.Record:
+        cfg = self.cfg
+        metrics = dict(self.metrics)
+        if self.steps:
+            metrics["steps"] = {k: {kk: vv for kk, vv in v.items() if kk != "traceback"} for k, v in self.steps.items()}
+        return records.Record(
+            section=self.section,
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+            run_id=self.run_id,
+            model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
+                   "dtype": cfg.model.dtype},
+            target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
+            env=self.env_summary(),
+            git_hash=paths.git_hash(),
+            params={"file": self.params_file, self.section: self.conf.model_dump(mode="json"),
+                    "model": cfg.model.model_dump(mode="json"), "target": cfg.target.model_dump(mode="json")},
+            metrics=metrics,
+            artifacts=list(self.artifacts),
+        )
+
+    def _checkpoint(self) -> None:
+        last = next(reversed(self.steps)) if self.steps else None
+        rec = self._record("failed", f"section did not finish (last step: {last})")
+        try:
+            records.save(self.run_dir, rec)
+        except records.RecordError as exc:
+            # An impossible value must never be published; keep the step result but say why.
+            log.error("checkpoint refused: %s", exc)
+            raise
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final record and return it. Status: skipped / failed (any failed step) / ok."""
+        failed = {k: v["reason"] for k, v in self.steps.items() if v["status"] == "failed"}
+        if self._skip_reason:
+            status, reason = "skipped", self._skip_reason
+        elif failed:
+            status, reason = "failed", "; ".join(f"{k}: {r}" for k, r in failed.items())
+        else:
+            status, reason = "ok", None
+        rec = self._record(status, reason)
+        records.save(self.run_dir, rec)
+        return records.load(self.run_dir, self.section)  # type: ignore[return-value]
+
+
+def open_section(section: str, params_file: str | Path, run_dir: str | Path | None = None) -> SectionRun:
+    return SectionRun(section, params_file, run_dir)

@@ -1,0 +1,52 @@
+"""Engines behind one interface (`Engine`): hf (transformers), vllm (offline LLM), openai (HTTP).
+
+`create(cfg, model_path)` builds the engine the params ask for; keyword overrides change one
+setting for one measurement (e.g. `enforce_eager=False` for the graph-mode run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import Engine, Generation, Sampling, Timing
+
+ENGINE_NAMES = ("hf", "vllm", "openai")
+
+__all__ = ["Engine", "Generation", "Sampling", "Timing", "ENGINE_NAMES", "create"]
+
+
+def create(cfg: Any, model_path: str | Path | None = None, *, engine: str | None = None,
+           device: str | None = None, dtype: str | None = None, base_url: str | None = None,
+           **overrides: Any) -> Engine:
+    """Build an engine from a RunConfig.
+
+    Args:
+        cfg: the run's `RunConfig`.
+        model_path: resolved model directory (not needed for `openai`).
+        engine / device / dtype: override the params' target for this engine only.
+        base_url: server URL for the `openai` engine (default: `cfg.server.url`).
+        overrides: extra vllm.LLM keyword arguments (vllm) or from_pretrained kwargs (hf).
+    """
+    name = engine or cfg.target.engine
+    if name == "hf":
+        from .hf_engine import HFEngine
+
+        return HFEngine(model_path, device=device or cfg.target.device, dtype=dtype or cfg.model.dtype,
+                        trust_remote_code=cfg.model.trust_remote_code, **overrides)
+    if name == "vllm":
+        from .vllm_engine import VLLMEngine, engine_kwargs
+
+        kw = engine_kwargs(cfg.target, cfg.model, **overrides)
+        if dtype:
+            kw["dtype"] = dtype
+        return VLLMEngine(model_path, **kw)
+    if name == "openai":
+        from .openai_engine import OpenAIEngine
+
+        url = base_url or cfg.server.url
+        if not url:
+            raise ValueError("engine 'openai' needs a server URL (server.url in params, or a started server)")
+        return OpenAIEngine(url, model=cfg.server.served_model_name, api_key=cfg.server.api_key,
+                            vllm_extensions=cfg.server.kind == "vllm", **overrides)
+    raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(ENGINE_NAMES)}")

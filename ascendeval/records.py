@@ -1,0 +1,210 @@
+"""The record envelope: the only hand-off between notebooks.
+
+`records/<section>.json` holds one envelope (see DESIGN.md); per-request / per-item raw data goes
+to sidecars `records/<section>.<kind>.jsonl` so summaries can be recomputed. Writes are atomic
+(temp file + rename) so a crash never leaves half a record. Values are checked for possibility
+before they are written: a cosine of 1.0009 or a negative latency is a bug, never a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+SCHEMA_VERSION = 1
+Status = Literal["ok", "failed", "skipped"]
+STATUSES = ("ok", "failed", "skipped")
+
+
+class RecordError(ValueError):
+    """A record holds an impossible value or a malformed envelope."""
+
+
+@dataclass
+class Record:
+    section: str
+    status: Status
+    run_id: str
+    model: dict[str, Any]
+    target: dict[str, Any]
+    reason: str | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    env: dict[str, Any] = field(default_factory=dict)
+    git_hash: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema_version": d.pop("schema_version"), **d}
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, numpy scalars/arrays, Paths -> plain JSON types. NaN/inf become None (not measured)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar / array, torch tensor
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- validation
+
+# Rules keyed on metric-name shape. Names carry their unit (DESIGN.md), so the shape says what
+# range is possible.
+_NONNEG = re.compile(r"(_ms|_s|_us|_bytes|_mib|_gib|_gb|_per_s|_tokens|_count|^num_|_num_|mse|max_abs|_std)$|(^|_)kl($|_)|tok_per_s|flops|_gbps")
+_UNIT_INTERVAL = re.compile(r"(_rate|_ratio|_fraction|agreement|overlap|accuracy|_acc$|utilization|utilisation|pass_at_\d+)$")
+_COSINE = re.compile(r"(^|_)cos(ine)?(_|$)")
+_PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)_(.+)$")
+
+
+def validate_metrics(metrics: Any, where: str = "metrics") -> list[str]:
+    """Return a list of problems (empty when every value is possible)."""
+    problems: list[str] = []
+
+    def walk(obj: Any, path: str, key: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{path}.{k}", str(k))
+            _check_percentile_order(obj, path, problems)
+            return
+        if isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]", key)
+            return
+        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+            return
+        if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+            problems.append(f"{path}: {obj} is not a number (use null for 'not measured')")
+            return
+        k = key.lower()
+        if "delta" in k or "diff" in k and "abs" not in k or "speedup" in k or "change" in k:
+            return  # signed by nature
+        if _COSINE.search(k) and not -1.0 - 1e-6 <= obj <= 1.0 + 1e-6:
+            problems.append(f"{path}: cosine {obj} outside [-1, 1]")
+        elif _UNIT_INTERVAL.search(k) and not -1e-9 <= obj <= 1.0 + 1e-9:
+            problems.append(f"{path}: rate {obj} outside [0, 1]")
+        elif _NONNEG.search(k) and obj < 0:
+            problems.append(f"{path}: {obj} is negative")
+
+    walk(metrics, where, "")
+    return problems
+
+
+def _check_percentile_order(d: dict, path: str, problems: list[str]) -> None:
+    """p50_x <= p90_x <= p99_x for every metric stem x found in the same mapping."""
+    by_stem: dict[str, list[tuple[float, float, str]]] = {}
+    for k, v in d.items():
+        m = _PCT.match(str(k))
+        if m and isinstance(v, (int, float)) and not isinstance(v, bool):
+            by_stem.setdefault(m.group(2), []).append((float(m.group(1)), float(v), str(k)))
+    for stem, items in by_stem.items():
+        items.sort()
+        for (q1, v1, k1), (q2, v2, k2) in zip(items, items[1:]):
+            if v1 > v2 * (1 + 1e-9) + 1e-12:
+                problems.append(f"{path}: {k1}={v1} > {k2}={v2}")
+
+
+def validate_record(rec: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("schema_version", "section", "status", "run_id", "created_at", "model", "target", "metrics"):
+        if key not in rec:
+            problems.append(f"missing envelope key {key!r}")
+    if rec.get("status") not in STATUSES:
+        problems.append(f"status {rec.get('status')!r} not in {STATUSES}")
+    if rec.get("status") in ("failed", "skipped") and not rec.get("reason"):
+        problems.append(f"status {rec.get('status')} needs a reason")
+    problems += validate_metrics(rec.get("metrics", {}))
+    return problems
+
+
+# --------------------------------------------------------------------------- files
+
+
+def records_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "records"
+
+
+def record_path(run_dir: str | Path, section: str) -> Path:
+    return records_dir(run_dir) / f"{section}.json"
+
+
+def save(run_dir: str | Path, record: Record) -> Path:
+    """Validate then atomically write `records/<section>.json`. Raises RecordError on impossible values."""
+    data = to_jsonable(record.to_dict())
+    problems = validate_record(data)
+    if problems:
+        raise RecordError(f"record {record.section!r} not saved: " + "; ".join(problems))
+    path = record_path(run_dir, record.section)
+    _atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def save_rows(run_dir: str | Path, section: str, kind: str, rows: Iterable[Any]) -> Path:
+    """Write per-request / per-item raw rows to `records/<section>.<kind>.jsonl` (atomic)."""
+    path = records_dir(run_dir) / f"{section}.{kind}.jsonl"
+    text = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
+    _atomic_write(path, text)
+    return path
+
+
+def load_rows(run_dir: str | Path, section: str, kind: str) -> list[dict[str, Any]]:
+    path = records_dir(run_dir) / f"{section}.{kind}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load(run_dir: str | Path, section: str) -> dict[str, Any] | None:
+    path = record_path(run_dir, section)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_all(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """All section records of a run, keyed by section name (sidecars excluded)."""
+    out: dict[str, dict[str, Any]] = {}
+    rdir = records_dir(run_dir)
+    if not rdir.is_dir():
+        return out
+    for p in sorted(rdir.glob("*.json")):
+        if p.name.count(".") == 1:
+            out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+    return out

@@ -1,0 +1,241 @@
+"""papermill + nbconvert orchestration: one params file -> one run directory.
+
+For each section: papermill executes `notebooks/NN_<section>.ipynb` with `{params_file, run_dir}`
+into `<run_dir>/notebooks/`, nbconvert exports it to HTML and Markdown with inputs hidden, and
+the section's record is checked. A failing notebook is saved all the same (papermill writes the
+partial notebook) and recorded `failed` with the error, keeping whatever the notebook had already
+checkpointed; the run goes on with the next section.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import paths, records
+from .context import new_run_id
+
+log = logging.getLogger("ascendeval.runner")
+
+SECTION_NOTEBOOKS = {
+    "environment": "00_environment.ipynb",
+    "smoke": "01_smoke.ipynb",
+    "performance": "02_performance.ipynb",
+    "precision": "03_precision.ipynb",
+    "quality": "04_quality.ipynb",
+    "features": "05_features.ipynb",
+    "report": "06_report.ipynb",
+}
+assert tuple(SECTION_NOTEBOOKS) == config_mod.SECTION_NAMES
+
+
+@dataclass
+class SectionOutcome:
+    section: str
+    status: str
+    reason: str | None
+    wall_s: float
+    notebook: str | None = None
+    html: str | None = None
+    markdown: str | None = None
+
+
+@dataclass
+class RunSummary:
+    params_file: str
+    model: str
+    run_dir: str
+    status: str  # ok | failed | error (params/config problem before any section ran)
+    sections: list[SectionOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+def parse_sections(spec: str | list[str] | None) -> list[str] | None:
+    """'smoke,performance' -> ['smoke', 'performance']; unknown names are a one-line error."""
+    if spec is None:
+        return None
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [n for n in names if n not in SECTION_NOTEBOOKS]
+    if bad:
+        raise config_mod.ConfigError(f"--sections: unknown section(s) {', '.join(bad)}; "
+                                     f"allowed: {', '.join(SECTION_NOTEBOOKS)}")
+    return names
+
+
+def export(notebook: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Executed notebook -> HTML (plots embedded) and Markdown (plots as files), inputs hidden."""
+    import nbformat
+    from nbconvert import HTMLExporter, MarkdownExporter
+    from nbconvert.writers import FilesWriter
+
+    nb = nbformat.read(notebook, as_version=4)
+    stem = notebook.stem
+    writer = FilesWriter(build_directory=str(out_dir))
+    html_exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, res = html_exporter.from_notebook_node(nb, resources={"metadata": {"name": stem}})
+    writer.write(body, res, notebook_name=stem)
+    md_exporter = MarkdownExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, res = md_exporter.from_notebook_node(nb, resources={"metadata": {"name": stem},
+                                                              "output_files_dir": f"{stem}_files"})
+    writer.write(body, res, notebook_name=stem)
+    return out_dir / f"{stem}.html", out_dir / f"{stem}.md"
+
+
+def _mark_failed(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
+    """Record a section failure, keeping metrics the notebook had already checkpointed."""
+    existing = records.load(run_dir, section)
+    if existing is not None:
+        existing["status"] = "failed"
+        prior = existing.get("reason")
+        existing["reason"] = reason if not prior or prior.startswith("section did not finish") else f"{prior}; {reason}"
+        rec = records.Record(**{k: v for k, v in existing.items() if k in records.Record.__dataclass_fields__})
+    else:
+        rec = records.Record(
+            section=section, status="failed", reason=reason, run_id=run_dir.name,
+            model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
+                   "dtype": cfg.model.dtype},
+            target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
+            git_hash=paths.git_hash(), params={"file": params_file},
+        )
+    records.save(run_dir, rec)
+
+
+def _mark_skipped(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
+    rec = records.Record(
+        section=section, status="skipped", reason=reason, run_id=run_dir.name,
+        model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
+               "dtype": cfg.model.dtype},
+        target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
+        git_hash=paths.git_hash(), params={"file": params_file},
+    )
+    records.save(run_dir, rec)
+
+
+def run_section(section: str, cfg: config_mod.RunConfig, params_file: Path, run_dir: Path,
+                progress: bool = True) -> SectionOutcome:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    nb_in = paths.notebooks_dir() / SECTION_NOTEBOOKS[section]
+    nb_dir = run_dir / "notebooks"
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    nb_out = nb_dir / nb_in.name
+    t0 = time.perf_counter()
+    error: str | None = None
+    if not nb_in.is_file():
+        error = f"notebook {nb_in} not found"
+    else:
+        try:
+            papermill.execute_notebook(
+                str(nb_in), str(nb_out),
+                parameters={"params_file": str(params_file), "run_dir": str(run_dir)},
+                cwd=str(nb_in.parent), kernel_name="python3", progress_bar=progress,
+                log_output=False, request_save_on_cell_execute=True,
+            )
+        except PapermillExecutionError as exc:
+            error = f"cell {exc.exec_count}: {exc.ename}: {str(exc.evalue).splitlines()[0] if exc.evalue else ''}"
+        except Exception as exc:  # noqa: BLE001 - kernel death, timeouts: record and go on
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    html = md = None
+    if nb_out.is_file():
+        try:
+            html_p, md_p = export(nb_out, run_dir)
+            html, md = str(html_p), str(md_p)
+        except Exception as exc:  # noqa: BLE001
+            log.error("export of %s failed: %s", nb_out, exc)
+            error = error or f"export failed: {exc}"
+    rec = records.load(run_dir, section)
+    if error:
+        _mark_failed(run_dir, cfg, section, error, str(params_file))
+    elif rec is None:
+        error = "notebook finished without writing its record"
+        _mark_failed(run_dir, cfg, section, error, str(params_file))
+    rec = records.load(run_dir, section) or {}
+    return SectionOutcome(section, rec.get("status", "failed"), rec.get("reason"), time.perf_counter() - t0,
+                          str(nb_out) if nb_out.is_file() else None, html, md)
+
+
+def _write_manifest(run_dir: Path, summary: RunSummary) -> None:
+    data = records.to_jsonable(summary)
+    data["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    records._atomic_write(run_dir / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: str | None = None,
+            resume: bool = False, progress: bool = True) -> RunSummary:
+    """Run the workbook for one params file. Config errors are reported before anything starts."""
+    params_path = Path(params_file).resolve()
+    t0 = time.perf_counter()
+    try:
+        cfg = config_mod.load(params_path)
+    except config_mod.ConfigError as exc:
+        return RunSummary(str(params_file), "?", "", "error", error=str(exc))
+    run_dir = (paths.outputs_dir() / cfg.model.short_name / (run_id or new_run_id(cfg))).resolve()
+    (run_dir / "records").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(params_path, run_dir / "params.yaml")  # provenance: the exact params used
+    summary = RunSummary(str(params_file), cfg.model.short_name, str(run_dir), "ok")
+    wanted = sections or list(config_mod.SECTION_NAMES)
+    # the report reads every record, so it always goes last
+    wanted = [s for s in wanted if s != "report"] + (["report"] if "report" in wanted else [])
+    for i, section in enumerate(wanted, 1):
+        prior = records.load(run_dir, section)
+        if resume and prior is not None and prior.get("status") == "ok" and section != "report":
+            outcome = SectionOutcome(section, "ok", "kept from the earlier run (--resume)", 0.0)
+        elif not cfg.section(section).enabled:  # type: ignore[attr-defined]
+            _mark_skipped(run_dir, cfg, section, "disabled in params", str(params_path))
+            outcome = SectionOutcome(section, "skipped", "disabled in params", 0.0)
+        else:
+            print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section} ...", file=sys.stderr, flush=True)
+            outcome = run_section(section, cfg, params_path, run_dir, progress=progress)
+        print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section}: {outcome.status} "
+              f"({outcome.wall_s:.1f} s){' - ' + outcome.reason if outcome.reason else ''}",
+              file=sys.stderr, flush=True)
+        summary.sections.append(outcome)
+        summary.wall_s = time.perf_counter() - t0
+        _write_manifest(run_dir, summary)
+    if any(s.status == "failed" for s in summary.sections):
+        summary.status = "failed"
+    summary.wall_s = time.perf_counter() - t0
+    _write_manifest(run_dir, summary)
+    return summary
+
+
+def run_many(params_files: list[str], sections: list[str] | None = None, run_id: str | None = None,
+             resume: bool = False, progress: bool = True) -> list[RunSummary]:
+    """Models one after another; one failing model does not stop the others."""
+    out = []
+    for pf in params_files:
+        try:
+            out.append(run_one(pf, sections, run_id, resume, progress))
+        except Exception as exc:  # noqa: BLE001 - keep going with the next model
+            out.append(RunSummary(str(pf), "?", "", "error", error=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def summary_table(summaries: list[RunSummary]) -> str:
+    """A plain-text table of every run and section status."""
+    rows = [("params", "section", "status", "wall_s", "reason")]
+    for s in summaries:
+        if s.error:
+            rows.append((s.params_file, "-", s.status, "-", s.error))
+        for sec in s.sections:
+            rows.append((s.params_file, sec.section, sec.status, f"{sec.wall_s:.1f}", (sec.reason or "")[:100]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    return "\n".join(lines)
+
+
+def env_for_kernels() -> None:
+    """Notebook kernels inherit the runner's environment: keep caches in the project cache."""
+    paths.set_engine_cache_env()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")

