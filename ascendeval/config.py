@@ -110,9 +110,24 @@ class ReportConfig(_Strict):
 
 class EnvironmentConfig(_Strict):
     enabled: bool = True
-    bandwidth_mib: int = Field(256, gt=0, description="buffer size of the memory-bandwidth probe")
-    matmul_sizes: list[int] = Field(default_factory=lambda: [1024, 2048])
-    probe_repeats: int = Field(5, ge=1)
+    probes: bool = Field(True, description="run the memory-bandwidth and matmul probes (roofline inputs)")
+    bandwidth_mib: int = Field(
+        128, gt=0, description="buffer of the bandwidth probe; keep well above the last-level cache (e.g. 1024 on NPU/GPU)"
+    )
+    matmul_sizes: list[int] = Field(
+        default_factory=lambda: [256, 512, 1024, 2048],
+        description="square matmul sizes, run smallest first; larger ones are skipped when they do not fit the budget",
+    )
+    matmul_dtypes: list[Literal["float32", "bfloat16", "float16"]] = Field(default_factory=lambda: ["float32", "bfloat16"])
+    matmul_budget_s: float = Field(12.0, gt=0, description="wall-time budget of the matmul probe, shared by the dtypes")
+    probe_repeats: int = Field(5, ge=1, description="timed repeats per probe (median reported)")
+
+    @field_validator("matmul_sizes")
+    @classmethod
+    def _sizes_positive(cls, v: list[int]) -> list[int]:
+        if not v or min(v) <= 0:
+            raise ValueError("must be a non-empty list of positive integers, e.g. [256, 512, 1024]")
+        return v
 
 
 class SmokeConfig(_Strict):

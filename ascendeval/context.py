@@ -227,6 +227,8 @@ class SectionRun:
             status, reason = "ok", None
         rec = self._record(status, reason)
         records.save(self.run_dir, rec)
+        print(f"{self.section}: {status}" + (f" - {reason}" if reason else ""))
+        print(f"record: {records.record_path(self.run_dir, self.section)}")
         return records.load(self.run_dir, self.section)  # type: ignore[return-value]
 
 

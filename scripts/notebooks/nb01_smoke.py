@@ -64,6 +64,5 @@ runs, or between offline and served output, points at batch-dependent numerics o
 """),
     code("""
 record = run.finish()
-print(f"smoke: {record['status']}" + (f" - {record['reason']}" if record['reason'] else ""))
 """),
 ])

@@ -11,7 +11,10 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+import os
+
+# NOTEBOOKS_OUT lets the tests regenerate into a temp dir and compare with what is committed
+NOTEBOOKS = Path(os.environ.get("NOTEBOOKS_OUT") or Path(__file__).resolve().parents[2] / "notebooks")
 
 PARAMETERS = '''# Parameters (papermill injects the run's values after this cell)
 params_file = "../params/tiny-qwen2.yaml"
