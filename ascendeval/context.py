@@ -156,21 +156,19 @@ class SectionRun:
 
     # ------------------------------------------------------------------ display
 
-    def show(self, name: str, result: Any = None) -> Any:
-        """Display a step's result table, or why the step failed / was skipped."""
+    def show(self, name: str, result: Any = None) -> None:
+        """Display a step's result table, or why the step failed / was skipped.
+
+        Returns None so a cell ending in run.show(...) does not display the table twice."""
         from IPython.display import Markdown, display
 
         info = self.steps.get(name)
         if info and info["status"] != "ok":
             display(Markdown(f"**{name}: {info['status']}** — {info['reason']}"))
-            return None
-        if result is not None and hasattr(result, "table"):
-            table = result.table()
-            display(table)
-            return table
-        if result is not None:
+        elif result is not None and hasattr(result, "table"):
+            display(result.table())
+        elif result is not None:
             display(result)
-        return result
 
     def skip(self, reason: str) -> None:
         """Mark the whole section skipped (it does not apply to this target)."""

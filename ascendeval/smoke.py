@@ -52,6 +52,31 @@ def _greedy(run: SectionRun) -> Sampling:
     return Sampling(max_tokens=run.conf.max_tokens, temperature=0.0)
 
 
+# ---------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelFacts:
+    path: str
+    source: str
+    facts: dict[str, Any]
+
+    def table(self) -> pd.DataFrame:
+        rows = [("path", self.path), ("source", self.source)] + list(self.facts.items())
+        return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def resolve_model(run: SectionRun) -> ModelFacts:
+    """Find (or build / download) the model before any engine starts, so a bad id fails here."""
+    model = run.model()
+    from . import models
+
+    facts_fn = getattr(models, "model_card_facts", None)
+    facts = facts_fn(model.path) if facts_fn else {}
+    run.add("model", {"path": str(model.path), "source": model.source, **facts})
+    return ModelFacts(str(model.path), model.source, facts)
+
+
 # ---------------------------------------------------------------------------- gates
 
 

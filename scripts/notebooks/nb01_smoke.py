@@ -25,6 +25,11 @@ run = ascendeval.open_section("smoke", params_file, run_dir)
 print(f"run directory: {run.run_dir}")
 print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.device}")
 """),
+    md("## Model"),
+    code("""
+model = run.step("resolve_model", smoke.resolve_model, run)
+run.show("resolve_model", model)
+"""),
     md("## Dummy-weights gate"),
     code("""
 gate = run.step("dummy_gate", smoke.dummy_gate, run)
