@@ -2,7 +2,10 @@
 
     ascendeval run PARAMS... [--sections a,b] [--run-id ID | --resume ID]
     ascendeval validate PARAMS...
+    ascendeval verify RUN_DIR...
+    ascendeval index [OUTPUTS_DIR] [--lang en|zh]
     ascendeval build-model NAME
+    ascendeval weights scan DIR | dequant SRC DST [--dtype float16]
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for s in summaries:
         if s.run_dir:
             print(f"run directory: {s.run_dir}")
+        if s.report:
+            print(f"report: {s.report}")
+        if s.report_html:
+            print(f"report (single-file HTML): {s.report_html}")
+    from . import paths
+
+    index = paths.outputs_dir() / "index.html"
+    if any(s.report for s in summaries) and index.is_file():
+        print(f"index of all runs: {index}")
     return 0 if all(s.status == "ok" for s in summaries) else 1
 
 
@@ -48,12 +60,53 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return rc
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import verify
+
+    rc = 0
+    for d in args.run_dirs:
+        if not (Path(d) / "records").is_dir():
+            print(f"error: {d}: not a run directory (no records/ inside); give outputs/<model>/<run_id>",
+                  file=sys.stderr)
+            rc = 2
+            continue
+        res = verify.verify_run(d)
+        print(res.summary())
+        if not res.ok:
+            rc = max(rc, 1)
+    return rc
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import paths, report
+
+    out = Path(args.outputs) if args.outputs else paths.outputs_dir()
+    if not out.is_dir():
+        print(f"error: {out}: no such directory (the outputs folder holding <model>/<run_id>/ runs)", file=sys.stderr)
+        return 2
+    res = report.build_index(out, args.lang)
+    print(f"{res['runs']} run(s)\nindex: {res['html']}\nindex (Markdown): {res['markdown']}")
+    return 0
+
+
 def _cmd_build_model(args: argparse.Namespace) -> int:
     from . import builtin_models
 
     path = builtin_models.ensure(args.name)
     print(path)
     return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.action == "scan":
+        return weights.scan_weights_cli(args.rest)
+    return weights.dequantize_cli(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,9 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check params files without running anything")
     v.add_argument("params", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    vf = sub.add_parser("verify", help="recompute summaries from raw rows and check every record of a run")
+    vf.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="outputs/<model>/<run_id>")
+    vf.set_defaults(func=_cmd_verify)
+    ix = sub.add_parser("index", help="regenerate outputs/index.html and index.md over every run")
+    ix.add_argument("outputs", nargs="?", help="outputs directory (default: ASCENDEVAL_OUTPUTS or ./outputs)")
+    ix.add_argument("--lang", choices=["en", "zh"], default="en")
+    ix.set_defaults(func=_cmd_index)
     b = sub.add_parser("build-model", help="build (or find in the cache) a builtin model and print its path")
     b.add_argument("name")
     b.set_defaults(func=_cmd_build_model)
+    w = sub.add_parser("weights", help="weight tools: 'scan DIR' (NaN/Inf, stats, outliers) or "
+                                       "'dequant SRC DST' (GPTQ -> fp16/bf16); add --help after the action")
+    w.add_argument("action", choices=["scan", "dequant"])
+    w.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
+    w.set_defaults(func=_cmd_weights)
     return p
 
 

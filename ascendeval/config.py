@@ -101,8 +101,10 @@ class ServerConfig(_Strict):
 
 class ReportConfig(_Strict):
     enabled: bool = True
-    language: Literal["en", "zh"] = "en"
-    title: str | None = None
+    language: Literal["en", "zh"] = Field("en", description="language of the model card and index: en or zh")
+    title: str | None = Field(None, description="card title; default '<model> on <device>: evaluation report'")
+    verify: bool = Field(True, description="run `ascendeval verify` on the records before writing the card")
+    index: bool = Field(True, description="regenerate outputs/index.{html,md} over every run")
 
 
 # --------------------------------------------------------------------------- sections

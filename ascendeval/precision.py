@@ -1,0 +1,521 @@
+"""Precision section: the target against a float32 transformers reference, done properly.
+
+Flow (notebook 03_precision calls these in order):
+
+1. ``run_reference``: transformers on ``reference_device``/``reference_dtype`` (float32 CPU by
+   default) greedily continues every prompt. Its token sequence (prompt + continuation) is THE
+   sequence both sides are scored on.
+2. ``open_target``: the engine from params (hf on any device/dtype, vllm, openai).
+3. ``teacher_forced``: the target reads the reference's sequence, so position i means the same
+   context on both sides even after the two would have diverged in free generation.
+   hf targets give full logits (scope ``full_vocab``); vllm/openai give top-N
+   ``prompt_logprobs`` only (scope ``target_returned``: see precision_metrics). Streams one prompt
+   at a time and keeps per-position scalars and running sums only.
+4. ``free_running``: greedy generation on the target from the same prompt ids; agreement,
+   first divergence, texts side by side from there.
+5. ``verdict`` against params thresholds, ``record`` validates every value (cosine in [-1, 1],
+   KL >= 0, rates in [0, 1]) before anything is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import paths
+from . import precision_metrics as pm
+
+PROMPTS_FILE = paths.PACKAGE_DIR / "data" / "precision_prompts.json"
+HIDDEN_LAYER_NOTE = ("layer 0 = embedding output, layer i = output of decoder layer i as returned by transformers "
+                     "(output_hidden_states); the last entry may already include the final norm")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Prompt:
+    id: str
+    kind: str
+    text: str
+
+
+def load_prompts(conf: Any) -> list[Prompt]:
+    """Params prompts if given, else the shipped mixed English/Chinese/code/arithmetic set."""
+    if conf.prompts:
+        prompts = [Prompt(id=f"p{i}", kind="params", text=t) for i, t in enumerate(conf.prompts)]
+    else:
+        prompts = [Prompt(**p) for p in json.loads(PROMPTS_FILE.read_text(encoding="utf-8"))]
+    if conf.max_prompts:
+        prompts = prompts[: conf.max_prompts]
+    if not prompts:
+        raise ValueError("precision.prompts is empty; give at least one prompt or leave it null for the shipped set")
+    return prompts
+
+
+def model_path(cfg: Any) -> str:
+    """Local folder of the model: models.resolve when present, else built-ins / a local path."""
+    try:
+        from . import models
+
+        return str(models.resolve(cfg.model).path)
+    except ImportError:
+        mid = cfg.model.id
+        if mid.startswith("builtin:"):
+            from . import builtin_models
+
+            return str(builtin_models.ensure(mid.split(":", 1)[1]))
+        if Path(mid).is_dir():
+            return mid
+        raise
+
+
+def _hf_engine(path: str, device: str, dtype: str, trust_remote_code: bool) -> Any:
+    from .engines.hf_engine import HFEngine
+
+    return HFEngine(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@dataclass
+class RefSequence:
+    prompt: Prompt
+    prompt_ids: list[int]
+    continuation_ids: list[int]
+    continuation_text: str
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.continuation_ids
+
+
+@dataclass
+class Reference:
+    engine: Any  # HFEngine: keeps the reference model for the teacher-forced pass
+    sequences: list[RefSequence]
+    device: str
+    dtype: str
+    load_s: float
+    generate_s: float
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": "hf", "device": self.device, "dtype": self.dtype, "load_s": self.load_s,
+                "generate_s": self.generate_s, "num_prompts": len(self.sequences),
+                "num_continuation_tokens": sum(len(s.continuation_ids) for s in self.sequences),
+                "num_sequence_tokens": sum(len(s.ids) for s in self.sequences)}
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"prompt_id": s.prompt.id, "kind": s.prompt.kind, "prompt": s.prompt.text,
+                              "prompt_tokens": len(s.prompt_ids), "continuation_tokens": len(s.continuation_ids),
+                              "reference_continuation": s.continuation_text} for s in self.sequences])
+
+
+def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Prompt] | None = None) -> Reference:
+    """Load the reference model and greedily continue every prompt (max_new_tokens)."""
+    from .engines.base import Sampling
+
+    path = path or model_path(cfg)
+    prompts = prompts if prompts is not None else load_prompts(conf)
+    t0 = time.perf_counter()
+    eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
+    load_s = time.perf_counter() - t0
+    tok = eng.tokenizer()
+    seqs: list[RefSequence] = []
+    t1 = time.perf_counter()
+    for p in prompts:
+        ids = list(tok(p.text, add_special_tokens=True)["input_ids"])
+        if not ids:
+            raise ValueError(f"prompt {p.id!r} tokenizes to nothing")
+        g = eng.generate([ids], Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))[0]
+        seqs.append(RefSequence(prompt=p, prompt_ids=ids, continuation_ids=list(g.token_ids),
+                                continuation_text=g.text))
+    return Reference(engine=eng, sequences=seqs, device=conf.reference_device, dtype=conf.reference_dtype,
+                     load_s=load_s, generate_s=time.perf_counter() - t1)
+
+
+def open_target(cfg: Any, path: str | None = None) -> Any:
+    """The engine under test, as params describe it (engine, device, model dtype)."""
+    path = path or model_path(cfg)
+    try:
+        from . import engines
+
+        create = getattr(engines, "create", None)
+    except ImportError:
+        create = None
+    if create is not None:
+        return create(cfg, path)
+    if cfg.target.engine != "hf":
+        raise RuntimeError(f"engine {cfg.target.engine!r} needs ascendeval.engines.create, which is not available")
+    return _hf_engine(path, cfg.target.device, cfg.model.dtype, cfg.model.trust_remote_code)
+
+
+def _has_logits(target: Any) -> bool:
+    """hf-style targets expose the model: full logits and hidden states are available."""
+    return getattr(target, "model", None) is not None and hasattr(target, "device")
+
+
+# --------------------------------------------------------------------------- teacher forced
+
+
+def _window(seq: RefSequence, conf: Any) -> tuple[int, int]:
+    """[start, end) of compared positions; position j predicts token j+1 of the sequence."""
+    L = len(seq.ids)
+    end = L - 1
+    start = 0 if conf.positions == "all" else max(0, len(seq.prompt_ids) - 1)
+    start = max(start, end - conf.max_positions)
+    return start, end
+
+
+def _forward(engine: Any, ids: list[int], keep: int, hidden: bool) -> tuple[Any, list[Any] | None]:
+    """Logits of the last `keep` positions ([keep, V], float on cpu) and hidden states of the
+    same positions (one [keep, H] tensor per layer), one forward pass. logits_to_keep avoids
+    materialising vocab x full-length logits."""
+    import torch
+
+    x = torch.tensor([ids], device=engine.device)
+    with torch.inference_mode():
+        try:
+            out = engine.model(input_ids=x, logits_to_keep=keep, output_hidden_states=hidden)
+        except TypeError:  # architectures without logits_to_keep
+            out = engine.model(input_ids=x, output_hidden_states=hidden)
+        logits = out.logits[0, -keep:].float().cpu()
+        hs = [h[0, -keep:].float().cpu() for h in out.hidden_states] if hidden else None
+    return logits, hs
+
+
+@dataclass
+class TeacherForcedResult:
+    scope: str  # precision_metrics.SCOPE_FULL | SCOPE_RETURNED
+    rows: list[dict[str, Any]]  # one per compared position
+    per_prompt: list[dict[str, Any]]
+    summary: dict[str, Any]
+    hidden_layers: list[dict[str, Any]]  # empty unless hf target and hidden_states on
+    wall_s: float
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.per_prompt)
+
+    def summary_table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"metric": k, "value": v} for k, v in self.summary.items()])
+
+    def hidden_table(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.hidden_layers)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        return _clean(v.item())
+    return v
+
+
+def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForcedResult:
+    """Score the target on the reference's sequences; see module docstring."""
+    from .engines.base import Sampling
+
+    if reference is None:
+        raise RuntimeError("the reference step did not produce sequences; nothing to compare")
+    if target is None:
+        raise RuntimeError("the target engine did not open; nothing to compare")
+    t0 = time.perf_counter()
+    full = _has_logits(target)
+    scope = pm.SCOPE_FULL if full else pm.SCOPE_RETURNED
+    want_hidden = full and conf.hidden_states
+    acc = pm.HiddenStateAccumulator()
+    returned: list[Any] = []
+    if not full:
+        # one batched request: the target reads each reference sequence and returns top-N
+        # logprobs per position (vLLM prompt_logprobs); max_tokens=1 is the minimum it allows
+        gens = target.generate([s.ids for s in reference.sequences],
+                               Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=conf.target_logprobs))
+        for s, g in zip(reference.sequences, gens):
+            if not g.prompt_logprobs:
+                raise RuntimeError(f"target engine {getattr(target, 'name', '?')!r} returned no prompt logprobs: "
+                                   "teacher-forced comparison needs prompt_logprobs support")
+            if list(g.prompt_token_ids) != s.ids or len(g.prompt_logprobs) != len(s.ids):
+                raise RuntimeError(f"prompt {s.prompt.id}: target saw {len(g.prompt_token_ids)} tokens, reference "
+                                   f"sequence has {len(s.ids)}: the comparison would be misaligned")
+            returned.append(g.prompt_logprobs)
+    rows: list[dict[str, Any]] = []
+    per_prompt: list[dict[str, Any]] = []
+    for si, s in enumerate(reference.sequences):
+        start, end = _window(s, conf)
+        n = end - start
+        if n <= 0:
+            continue
+        keep = n + 1  # logits of positions start..L-1; the last one predicts past the sequence
+        ref_logits, ref_hs = _forward(reference.engine, s.ids, keep, want_hidden)
+        ref_logits = ref_logits[:n]
+        next_tokens = s.ids[start + 1: end + 1]
+        if full:
+            tgt_logits, tgt_hs = _forward(target, s.ids, keep, want_hidden)
+            m = pm.full_vocab_metrics(ref_logits, tgt_logits[:n], next_tokens, k=conf.top_k)
+            prompt_rows = [{key: _clean(m[key][i]) for key in m} for i in range(n)]
+            if want_hidden:
+                acc.add(ref_hs, tgt_hs)
+            del tgt_logits, tgt_hs
+        else:
+            prompt_rows = []
+            for i in range(n):
+                entries = returned[si][start + i + 1]
+                if entries is None:
+                    raise RuntimeError(f"prompt {s.prompt.id}: no target logprobs at position {start + i}")
+                prompt_rows.append({k: _clean(v) for k, v in pm.returned_entries_metrics(
+                    ref_logits[i], entries, next_tokens[i], k=conf.top_k).items()})
+        for i, r in enumerate(prompt_rows):
+            r.update(prompt_id=s.prompt.id, position=start + i, next_token=next_tokens[i],
+                     in_continuation=start + i >= len(s.prompt_ids) - 1)
+        rows.extend(prompt_rows)
+        ps = pm.summarize_positions(prompt_rows, scope)
+        per_prompt.append({"prompt_id": s.prompt.id, "kind": s.prompt.kind, **{k: v for k, v in ps.items() if k != "scope"}})
+        del ref_logits, ref_hs
+    summary = pm.summarize_positions(rows, scope)
+    summary["num_prompts"] = len(per_prompt)
+    if scope == pm.SCOPE_RETURNED:
+        summary["target_logprobs_requested"] = conf.target_logprobs
+    return TeacherForcedResult(scope=scope, rows=rows, per_prompt=per_prompt, summary=summary,
+                               hidden_layers=acc.rows(), wall_s=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- free running
+
+
+@dataclass
+class FreeRunResult:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        cols = ["prompt_id", "token_agreement", "first_divergence", "common_text", "reference_from_divergence",
+                "target_from_divergence"]
+        return pd.DataFrame([{c: r[c] for c in cols} for r in self.rows])
+
+
+def free_running(reference: Reference, target: Any, conf: Any) -> FreeRunResult:
+    """Greedy continuation on the target from the reference's prompt ids; compare token by token."""
+    from .context import SectionSkipped
+    from .engines.base import Sampling
+
+    if not conf.free_running:
+        raise SectionSkipped("free_running is off in params")
+    if reference is None or target is None:
+        raise RuntimeError("needs both the reference sequences and the target engine")
+    tok = reference.engine.tokenizer()
+    gens = target.generate([s.prompt_ids for s in reference.sequences],
+                           Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))
+    rows = []
+    agree = compared = prefix = 0
+    for s, g in zip(reference.sequences, gens):
+        c = pm.compare_continuations(s.continuation_ids, list(g.token_ids))
+        d = c.first_divergence
+        agree += c.num_agree
+        compared += c.num_compared
+        prefix += c.prefix_match
+        rows.append({
+            "prompt_id": s.prompt.id, "kind": s.prompt.kind, "reference_tokens": len(s.continuation_ids),
+            "target_tokens": len(g.token_ids), "token_agreement": c.token_agreement, "prefix_match": c.prefix_match,
+            "first_divergence": d,
+            "common_text": tok.decode(s.continuation_ids[: c.prefix_match], skip_special_tokens=True),
+            "reference_from_divergence": "" if d is None else tok.decode(s.continuation_ids[d:], skip_special_tokens=True),
+            "target_from_divergence": "" if d is None else tok.decode(list(g.token_ids)[d:], skip_special_tokens=True),
+            "reference_ids": s.continuation_ids, "target_ids": list(g.token_ids),
+        })
+    summary = {
+        "num_prompts": len(rows),
+        "num_prompts_diverged": sum(r["first_divergence"] is not None for r in rows),
+        "free_token_agreement": agree / compared if compared else None,
+        "free_prefix_agreement": prefix / compared if compared else None,
+        "num_compared_tokens": compared,
+    }
+    return FreeRunResult(rows=rows, summary=summary)
+
+
+# --------------------------------------------------------------------------- verdict / record
+
+
+@dataclass
+class Verdict:
+    passed: bool | None
+    checks: list[pm.Check] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [c.as_dict() for c in self.checks]}
+
+    def table(self) -> Any:
+        import pandas as pd
+
+        rows = [{**c.as_dict(), "result": {True: "pass", False: "FAIL", None: "not measured"}[c.passed]}
+                for c in self.checks]
+        return pd.DataFrame(rows, columns=["metric", "measured", "op", "threshold", "result"])
+
+
+def verdict(tf: TeacherForcedResult | None, fr: FreeRunResult | None, conf: Any) -> Verdict:
+    """Each threshold that is set becomes one check; unmeasured metrics are 'not measured'."""
+    th = conf.thresholds
+    s = tf.summary if tf else {}
+    full = tf is not None and tf.scope == pm.SCOPE_FULL
+    checks: list[pm.Check] = []
+    if tf is not None:
+        checks.append(pm.check("num_nonfinite_positions", s.get("num_nonfinite_positions"), "==", 0))
+    if th.min_top1_agreement is not None:
+        checks.append(pm.check("top1_agreement", s.get("top1_agreement"), ">=", th.min_top1_agreement))
+    if th.min_topk_overlap is not None:
+        checks.append(pm.check("topk_overlap", s.get("topk_overlap"), ">=", th.min_topk_overlap))
+    if th.min_mean_cosine is not None:
+        # centred cosine on a top-N subset is a different quantity: never checked against this limit
+        checks.append(pm.check("mean_cosine", s.get("mean_cosine") if full else None, ">=", th.min_mean_cosine))
+    if th.max_mean_kl is not None:
+        key = "mean_kl" if full else "mean_kl_returned_renorm"
+        checks.append(pm.check(key, s.get(key), "<=", th.max_mean_kl))
+    if th.max_mean_abs_ref_logprob_diff is not None:
+        checks.append(pm.check("mean_abs_ref_logprob_diff", s.get("mean_abs_ref_logprob_diff"), "<=",
+                               th.max_mean_abs_ref_logprob_diff))
+    if th.min_free_token_agreement is not None:
+        checks.append(pm.check("free_token_agreement", fr.summary.get("free_token_agreement") if fr else None, ">=",
+                               th.min_free_token_agreement))
+    return Verdict(passed=pm.overall(checks), checks=checks)
+
+
+def record(run: Any, reference: Reference | None, tf: TeacherForcedResult | None, fr: FreeRunResult | None,
+           v: Verdict | None, target: Any = None) -> dict[str, Any]:
+    """Validate every value, then store metrics and per-position / per-prompt sidecars."""
+    metrics: dict[str, Any] = {}
+    if reference is not None:
+        metrics["reference"] = reference.info()
+    if target is not None and hasattr(target, "info"):
+        info = {k: v2 for k, v2 in target.info().items() if isinstance(v2, (str, int, float, bool)) or v2 is None}
+        metrics["target"] = info
+    if tf is not None:
+        metrics["teacher_forced"] = {**tf.summary, "wall_s": tf.wall_s}
+        if tf.hidden_layers:
+            metrics["hidden_states"] = {"note": HIDDEN_LAYER_NOTE, "layers": tf.hidden_layers}
+    if fr is not None:
+        metrics["free_running"] = fr.summary
+    if v is not None:
+        metrics["verdict"] = v.as_dict()
+    pm.validate_ranges(metrics)
+    if tf is not None:
+        pm.validate_ranges(tf.rows, "positions")
+        pm.validate_ranges(tf.per_prompt, "per_prompt")
+    for k, val in metrics.items():
+        run.add(k, val)
+    if tf is not None:
+        run.save_rows("positions", tf.rows)
+        run.save_rows("prompts", tf.per_prompt)
+    if fr is not None:
+        run.save_rows("free_running", fr.rows)
+    return metrics
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path) -> Path:
+    """Norm per layer (reference vs target, log scale) and relative difference per layer."""
+    from .context import SectionSkipped
+
+    if tf is None or not tf.hidden_layers:
+        raise SectionSkipped("no hidden states (target is not an hf engine, or hidden_states is off)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = [r["layer"] for r in tf.hidden_layers]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    a.plot(layers, [r["ref_mean_norm"] for r in tf.hidden_layers], "o-", label="reference")
+    a.plot(layers, [r["target_mean_norm"] for r in tf.hidden_layers], "x--", label="target")
+    a.set_yscale("log")
+    a.set_xlabel("hidden_states index (0 = embeddings)")
+    a.set_ylabel("mean L2 norm per token")
+    a.legend()
+    a.set_title("hidden-state norm per layer")
+    rel = [r["rel_diff"] if r["rel_diff"] else float("nan") for r in tf.hidden_layers]
+    b.plot(layers, rel, "o-", color="tab:red")
+    if any(x and x > 0 for x in rel if x == x):
+        b.set_yscale("log")
+    b.set_xlabel("hidden_states index")
+    b.set_ylabel("||target - ref|| / ||ref||")
+    b.set_title("relative difference per layer")
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def plot_positions(tf: TeacherForcedResult | None, path: str | Path) -> Path:
+    """KL (or the renormalised top-N KL) per position, one line per prompt; top-1 flips marked."""
+    if tf is None or not tf.rows:
+        raise RuntimeError("no teacher-forced rows to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "kl" if tf.scope == pm.SCOPE_FULL else "kl_returned_renorm"
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for r in tf.rows:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    for pid, rs in by_prompt.items():
+        xs = [r["position"] for r in rs]
+        ys = [max(r[key], 1e-12) if r[key] is not None else float("nan") for r in rs]
+        line, = ax.plot(xs, ys, "-", lw=1, label=pid)
+        flips = [(x, y) for x, y, r in zip(xs, ys, rs) if not r["top1_match"]]
+        if flips:
+            ax.plot(*zip(*flips), "x", color=line.get_color(), ms=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("position in reference sequence")
+    ax.set_ylabel(key + (" (nats)" if key == "kl" else " (nats, on returned ids)"))
+    ax.set_title(f"teacher-forced divergence per position ({tf.scope}); x = top-1 differs")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+# --------------------------------------------------------------------------- teardown / display
+
+
+def close(*objs: Any) -> None:
+    """Release the reference model and the target engine (their memory, worker processes)."""
+    for o in objs:
+        eng = getattr(o, "engine", o)
+        if eng is not None and hasattr(eng, "close"):
+            eng.close()
+
+
+def show(obj: Any, what: str = "table") -> Any:
+    """obj.<what>() for display in the notebook, or a one-line note when the step produced nothing."""
+    if obj is None:
+        return "not measured (the step that produces it failed or was skipped; see the record's steps)"
+    return getattr(obj, what)()
+
+
+def show_image(path: Any) -> Any:
+    """An inline image for the notebook, or a note when the plot step produced none."""
+    if path is None or not Path(path).is_file():
+        return "no plot (see the record's steps for why)"
+    from IPython.display import Image
+
+    return Image(filename=str(path))
