@@ -16,6 +16,7 @@ demo: install
 	$(PY) -m ascendeval.cli run $(PARAMS)
 
 test: install
+	bash scripts/install_test_deps.sh
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: install

@@ -58,6 +58,9 @@ class RunSummary:
     sections: list[SectionOutcome] = field(default_factory=list)
     wall_s: float = 0.0
     error: str | None = None
+    shared_server: dict[str, Any] | None = None  # one served model for the whole run (see SharedServer)
+    report: str | None = None  # README.md of the run (model card)
+    report_html: str | None = None  # report.html: card + every section, one file
 
 
 def parse_sections(spec: str | list[str] | None) -> list[str] | None:
@@ -171,6 +174,90 @@ def _write_manifest(run_dir: Path, summary: RunSummary) -> None:
     records._atomic_write(run_dir / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+# Sections that talk to a served model through SectionRun.served() without overrides: they can
+# share one server per run instead of each starting the same engine configuration again.
+SERVED_SECTIONS = {
+    "smoke": lambda cfg: cfg.sections.smoke.serve,
+    "performance": lambda cfg: cfg.sections.performance.serving.enabled and not cfg.sections.performance.serving.url,
+}
+
+
+class SharedServer:
+    """One `vllm serve` per run with the params' settings, started before the first section that
+    needs a served model and stopped after the last one (and always on exit, errors, Ctrl-C).
+    Its URL goes to the kernels as ASCENDEVAL_SHARED_SERVER_URL (SectionRun.served() uses it).
+
+    Only when memory is bounded (kv_cache_memory_bytes set, as on CPU): on an accelerator sized by
+    a memory fraction a resident server would starve the offline engines other sections start.
+    """
+
+    ENV = "ASCENDEVAL_SHARED_SERVER_URL"
+
+    def __init__(self, cfg: config_mod.RunConfig, run_dir: Path, to_run: list[str]):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.server: Any = None
+        self.info: dict[str, Any] | None = None
+        shareable = (cfg.server.url is None and cfg.server.kind == "vllm" and cfg.target.engine == "vllm"
+                     and cfg.target.kv_cache_memory_bytes is not None)
+        self.users = [s for s in to_run if shareable and s in SERVED_SECTIONS and SERVED_SECTIONS[s](cfg)]
+
+    def before(self, section: str) -> None:
+        if section not in self.users or self.server is not None or self.info is not None:
+            return
+        from . import models, server
+
+        t0 = time.perf_counter()
+        self.info = {"started_before": section, "users": list(self.users)}
+        try:
+            srv = server.for_config(self.cfg, models.resolve(self.cfg.model).path, self.run_dir / "logs")
+            self.info.update(command=" ".join(srv.cmd), log=str(srv.log_path))
+            print(f"[{self.cfg.model.short_name}] starting the shared server for {', '.join(self.users)} ...",
+                  file=sys.stderr, flush=True)
+            srv.start()
+        except Exception as exc:  # noqa: BLE001 - sections then start their own server and record why
+            self.info.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                             start_wall_s=time.perf_counter() - t0)
+            log.error("shared server did not start: %s", self.info["error"])
+            return
+        self.server = srv
+        self.info.update(status="ok", url=srv.base_url, start_wall_s=srv.startup_s)
+        os.environ[self.ENV] = srv.base_url
+        print(f"[{self.cfg.model.short_name}] shared server ready at {srv.base_url} ({srv.startup_s:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    def after(self, section: str) -> None:
+        if self.users and section == self.users[-1]:
+            self.stop()
+
+    def stop(self) -> None:
+        os.environ.pop(self.ENV, None)
+        if self.server is not None:
+            t0 = time.perf_counter()
+            self.server.stop()
+            self.server = None
+            if self.info is not None:
+                self.info["stop_wall_s"] = time.perf_counter() - t0
+
+
+def finalize_report(run_dir: Path, cfg: config_mod.RunConfig, summary: RunSummary) -> None:
+    """After the last section: the card again (now with every section's wall time), the
+    single-file HTML of the whole run, and the cross-run index next to it."""
+    from . import report
+
+    lang = cfg.sections.report.language
+    try:
+        data = report.load_run(run_dir)
+        if data.rec("report") is None:
+            return
+        paths_ = report.write_card(data, lang)
+        summary.report = paths_["markdown"]
+        summary.report_html = str(report.write_run_html(run_dir, lang))
+        if cfg.sections.report.index:
+            report.build_index(run_dir.parent.parent, lang)
+    except Exception as exc:  # noqa: BLE001 - the records are the result; a broken page is logged
+        log.error("report export of %s failed: %s", run_dir, exc)
+
+
 def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: str | None = None,
             resume: bool = False, progress: bool = True) -> RunSummary:
     """Run the workbook for one params file. Config errors are reported before anything starts."""
@@ -187,22 +274,38 @@ def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: 
     wanted = sections or list(config_mod.SECTION_NAMES)
     # the report reads every record, so it always goes last
     wanted = [s for s in wanted if s != "report"] + (["report"] if "report" in wanted else [])
-    for i, section in enumerate(wanted, 1):
+    def kept(section: str) -> bool:
         prior = records.load(run_dir, section)
-        if resume and prior is not None and prior.get("status") == "ok" and section != "report":
-            outcome = SectionOutcome(section, "ok", "kept from the earlier run (--resume)", 0.0)
-        elif not cfg.section(section).enabled:  # type: ignore[attr-defined]
-            _mark_skipped(run_dir, cfg, section, "disabled in params", str(params_path))
-            outcome = SectionOutcome(section, "skipped", "disabled in params", 0.0)
-        else:
-            print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section} ...", file=sys.stderr, flush=True)
-            outcome = run_section(section, cfg, params_path, run_dir, progress=progress)
-        print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section}: {outcome.status} "
-              f"({outcome.wall_s:.1f} s){' - ' + outcome.reason if outcome.reason else ''}",
-              file=sys.stderr, flush=True)
-        summary.sections.append(outcome)
-        summary.wall_s = time.perf_counter() - t0
-        _write_manifest(run_dir, summary)
+        return resume and prior is not None and prior.get("status") == "ok" and section != "report"
+
+    plan = {s: "kept" if kept(s) else "disabled" if not cfg.section(s).enabled else "run"  # type: ignore[attr-defined]
+            for s in wanted}
+    shared = SharedServer(cfg, run_dir, [s for s in wanted if plan[s] == "run"])
+    try:
+        for i, section in enumerate(wanted, 1):
+            if plan[section] == "kept":
+                outcome = SectionOutcome(section, "ok", "kept from the earlier run (--resume)", 0.0)
+            elif plan[section] == "disabled":
+                _mark_skipped(run_dir, cfg, section, "disabled in params", str(params_path))
+                outcome = SectionOutcome(section, "skipped", "disabled in params", 0.0)
+            else:
+                print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section} ... "
+                      f"(run {time.perf_counter() - t0:.0f} s so far)", file=sys.stderr, flush=True)
+                shared.before(section)
+                summary.shared_server = shared.info
+                outcome = run_section(section, cfg, params_path, run_dir, progress=progress)
+                shared.after(section)
+            print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section}: {outcome.status} "
+                  f"({outcome.wall_s:.1f} s){' - ' + outcome.reason if outcome.reason else ''}",
+                  file=sys.stderr, flush=True)
+            summary.sections.append(outcome)
+            summary.wall_s = time.perf_counter() - t0
+            _write_manifest(run_dir, summary)
+    finally:
+        shared.stop()  # also on exceptions and Ctrl-C (KeyboardInterrupt passes through here)
+        summary.shared_server = shared.info
+    if "report" in wanted and plan.get("report") == "run":
+        finalize_report(run_dir, cfg, summary)
     if any(s.status == "failed" for s in summary.sections):
         summary.status = "failed"
     summary.wall_s = time.perf_counter() - t0
@@ -214,7 +317,9 @@ def run_many(params_files: list[str], sections: list[str] | None = None, run_id:
              resume: bool = False, progress: bool = True) -> list[RunSummary]:
     """Models one after another; one failing model does not stop the others."""
     out = []
-    for pf in params_files:
+    for k, pf in enumerate(params_files, 1):
+        if len(params_files) > 1:
+            print(f"=== ({k}/{len(params_files)}) {pf}", file=sys.stderr, flush=True)
         try:
             out.append(run_one(pf, sections, run_id, resume, progress))
         except Exception as exc:  # noqa: BLE001 - keep going with the next model
@@ -228,8 +333,15 @@ def summary_table(summaries: list[RunSummary]) -> str:
     for s in summaries:
         if s.error:
             rows.append((s.params_file, "-", s.status, "-", s.error))
+        sh = s.shared_server
+        if sh:
+            rows.append((s.params_file, "(shared server)", sh.get("status", "?"),
+                         f"{sh['start_wall_s']:.1f}" if isinstance(sh.get("start_wall_s"), float) else "-",
+                         sh.get("error") or f"start for {', '.join(sh.get('users', []))}"))
         for sec in s.sections:
             rows.append((s.params_file, sec.section, sec.status, f"{sec.wall_s:.1f}", (sec.reason or "")[:100]))
+        if s.sections:
+            rows.append((s.params_file, "(total)", s.status, f"{s.wall_s:.1f}", s.report or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
     return "\n".join(lines)

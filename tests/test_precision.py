@@ -134,17 +134,36 @@ def test_perturbed_weight_is_caught_by_scan_and_comparison(reference, tiny_path,
     assert {c.metric for c in v.checks if c.passed is False} >= {"mean_kl"}
 
 
-def test_record_refuses_impossible_values(reference):
-    """record() validates before run.add: a corrupted summary never reaches the record."""
-    tf = precision.TeacherForcedResult(scope=pm.SCOPE_FULL, rows=[], per_prompt=[],
-                                       summary={"mean_cosine": 1.0009}, hidden_layers=[], wall_s=0.1)
+def test_record_refuses_impossible_values(reference, params_factory):
+    """record() validates before anything reaches the SectionRun: a corrupted summary (the seed
+    report's cosine of 1.0009) fails the step with the value named, and the record on disk holds
+    no precision metrics and no sidecars."""
+    from ascendeval import context, records
 
-    class _NoRun:  # never reached: validation must fail first
-        def add(self, *a):
-            raise AssertionError("record() stored an impossible value")
+    params = params_factory("prec-bad", target={"engine": "hf", "device": "cpu"},
+                            sections={"precision": {"max_new_tokens": 8}})
+    run_dir = params.parent / "run"
+    run = context.open_section("precision", params, run_dir)
+    row = {"prompt_id": "p0", "position": 0, "top1_match": True, "cosine": 1.0009, "kl": 0.0, "target_finite": True}
+    tf = precision.TeacherForcedResult(scope=pm.SCOPE_FULL, rows=[row], per_prompt=[],
+                                       summary={"mean_cosine": 1.0009, "mean_kl": -0.5}, hidden_layers=[],
+                                       wall_s=0.1)
+    with pytest.raises(ValueError, match=r"mean_cosine: 1\.0009 outside \[-1\.0, 1\.0\].*mean_kl: -0\.5"):
+        precision.record(run, reference, tf, None, None)
+    assert run.metrics == {} and run.artifacts == []
 
-    with pytest.raises(ValueError, match="1.0009"):
-        precision.record(_NoRun(), reference, tf, None, None)
+    assert run.step("record", precision.record, run, reference, tf, None, None) is None  # as the notebook calls it
+    assert run.steps["record"]["status"] == "failed" and "1.0009" in run.steps["record"]["reason"]
+    rec = run.finish()
+    assert rec["status"] == "failed" and "record: ValueError: impossible precision values" in rec["reason"]
+    assert set(rec["metrics"]) == {"steps"}
+    assert records.validate_record(rec) == []
+    assert sorted(p.name for p in (run_dir / "records").iterdir()) == ["precision.json"]
+
+    tf.summary = {"mean_cosine": 0.5, "mean_kl": 0.1}  # the summary is fine, one position row is not
+    with pytest.raises(ValueError, match=r"positions\[0\]\.cosine: 1\.0009"):
+        precision.record(run, reference, tf, None, None)
+    assert "teacher_forced" not in run.metrics
 
 
 def test_prompts_and_config_errors():

@@ -1,0 +1,108 @@
+from nbtools import code, md, parameters, write
+
+write("05_features.ipynb", [
+    md("""
+# 05 · Advanced serving features
+
+Each feature is an A/B on the real engine; every speed-up is shown next to the engine's own
+counters that explain it. Each feature is reported on its own as **ok**, **failed** (with the
+error) or **skipped** (with why) — one failing feature does not stop the others.
+
+* **Prefix caching** — prompts sharing a long prefix vs prompts of the same length with distinct
+  prefixes, on one engine with caching on: TTFT, batch throughput, and `num_cached_tokens` /
+  `vllm:prefix_cache_queries|hits` per arm. A speed-up without hits behind it is not claimed.
+* **Speculative decoding** — ngram (prompt lookup), plus a draft model / EAGLE head when the
+  params name one: acceptance rate, mean acceptance length and per-position acceptance from
+  `vllm:spec_decode_*`, end-to-end speed-up offline and served, greedy identity with/without.
+* **Prefill/decode split** — per request, queue / prefill / decode time from the engine's own
+  timestamps across input/output length mixes; **disaggregated prefill** with a vLLM KV
+  connector (prefill instance → KV → decode instance) against the single instance.
+* **Chunked prefill on/off and long context** — TTFT and decode speed as the input grows toward
+  `max_model_len`.
+* **Capacity** — sequences the KV cache holds at each length (from the engine's block count) and
+  the largest batch actually run, with preemptions and memory.
+* **Operator compatibility** — the model's operators and vendor-specific kernels, checked
+  against vLLM's model and custom-op registries and PyTorch's dispatcher for the target.
+"""),
+    parameters(),
+    code("""
+import ascendeval
+from ascendeval import features
+
+run = ascendeval.open_section("features", params_file, run_dir)
+print(f"run directory: {run.run_dir}")
+print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.device}")
+"""),
+    md("## Main engine (prefix caching on)"),
+    code("""
+main = run.step("main_engine", features.start_main, run)
+run.show("main_engine", main)
+"""),
+    md("## Prefix caching: shared vs distinct prefixes"),
+    code("""
+prefix = run.step("prefix_caching", features.prefix_caching, run, main)
+run.show("prefix_caching", prefix)
+"""),
+    md("""
+`ttft_speedup` = mean TTFT of the distinct-prefix arm / shared-prefix arm; it counts only when
+`speedup_backed_by_counters` is true (the shared arm hit the cache, the distinct arm did not).
+"""),
+    md("## Speculative decoding (offline)"),
+    code("""
+spec = run.step("speculative", features.speculative, run, main)
+run.show("speculative", spec)
+"""),
+    md("## Prefill / decode split per request"),
+    code("""
+split = run.step("pd_split", features.prefill_decode_split, run, main)
+run.show("pd_split", split)
+"""),
+    md("## Disaggregated prefill through a KV connector"),
+    code("""
+disagg = run.step("disaggregated_prefill", features.disaggregated_prefill, run, main)
+run.show("disaggregated_prefill", disagg)
+"""),
+    md("## Long context, chunked prefill on and off"),
+    code("""
+longctx = run.step("long_context", features.long_context, run, main)
+run.show("long_context", longctx)
+"""),
+    md("## Capacity"),
+    code("""
+cap = run.step("capacity", features.capacity, run, main)
+run.show("capacity", cap)
+"""),
+    code("""
+run.step("close_main_engine", features.close, main)
+"""),
+    code("""
+chunked_off = run.step("chunked_prefill_off", features.chunked_prefill_off, run, main, longctx)
+run.show("chunked_prefill_off", chunked_off)
+"""),
+    code("""
+plot = run.step("long_context_plot", features.long_context_plot, run, longctx, chunked_off)
+run.show("long_context_plot", plot)
+"""),
+    md("## Speculative decoding through the OpenAI API"),
+    code("""
+spec_served = run.step("speculative_served", features.speculative_served, run)
+run.show("speculative_served", spec_served)
+"""),
+    md("## Operator compatibility scan"),
+    code("""
+ops = run.step("opscan", features.opscan, run)
+run.show("opscan", ops)
+"""),
+    md("## Feature status"),
+    code("""
+features.steps_table(run)
+"""),
+    md("""
+A feature's speed-up is meaningful only on the hardware it was measured on: on a small CPU the
+engine's per-step overheads dominate and speculation or caching may not pay off; the counters
+still show whether the mechanism worked.
+"""),
+    code("""
+record = run.finish()
+"""),
+])

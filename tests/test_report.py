@@ -1,0 +1,105 @@
+"""report.py pure parts: labels (en + zh), number formatting, tables, verdicts, not-measured list and
+deploy commands, on real record files written with the record envelope."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ascendeval import records, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rec(section: str, status: str = "ok", reason: str | None = None, **metrics) -> records.Record:
+    return records.Record(section=section, status=status, reason=reason, run_id="r1",
+                          model={"id": "builtin:tiny-qwen2", "name": "tiny", "dtype": "bfloat16"},
+                          target={"engine": "vllm", "device": "cpu", "count": 1}, metrics=metrics)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tiny" / "r1"
+    shutil.copyfile(ROOT / "params" / "tiny-qwen2.yaml", (d.mkdir(parents=True) or d) / "params.yaml")
+    return d
+
+
+def test_metric_labels_en_and_zh():
+    assert report.metric_label("p99_ttft_ms", "en") == "P99 TTFT (ms)"
+    assert report.metric_label("p99_ttft_ms", "zh") == "P99 首 Token 延迟 TTFT (ms)"
+    assert report.metric_label("top1_agreement", "zh") == "Top-1 Token 一致率"
+    assert report.metric_label("output_tok_per_s", "en") == "Output throughput (tok/s)"
+    # every English label has a Chinese one (no half-translated card)
+    assert set(report.LABELS["en"]) == set(report.LABELS["zh"])
+    assert set(report.METRIC_LABELS["en"]) == set(report.METRIC_LABELS["zh"])
+
+
+def test_fmt_never_turns_missing_into_zero():
+    assert report.fmt(None, "p99_ttft_ms") == "—"
+    assert report.fmt(float("nan"), "mean_cosine") == "—"
+    assert report.fmt(0.9625, "top1_agreement") == "96.25%"
+    assert report.fmt(0.99912345, "mean_cosine") == "0.999123"
+    assert report.fmt(1536, "kv_cache_tokens") == "1,536"
+    assert report.fmt(3 * 2**30, "rss_bytes") == "3.00 GiB"
+    assert report.fmt(12.3456, "load_s") == "12.346"
+    assert report.fmt(True) == "✅"
+
+
+def test_md_table_escapes_cells():
+    t = report.md_table(["a", "b"], [("x|y", "line1\nline2")])
+    assert t.splitlines()[2] == "| x\\|y | line1 ⏎ line2 |"
+    assert report.md_table(["a"], []) == ""
+
+
+def test_verdicts_and_not_measured(run_dir: Path):
+    records.save(run_dir, _rec("smoke", determinism={"prompts": 10, "identical_prompts": 9, "identical_rate": 0.9},
+                               steps={"chat": {"status": "skipped", "reason": "no chat template", "wall_s": 0.1}}))
+    records.save(run_dir, _rec("precision", verdict={"passed": False, "checks": [
+        {"metric": "top1_agreement", "measured": 0.5, "op": ">=", "threshold": 0.99, "passed": False}]}))
+    records.save(run_dir, _rec("features", status="skipped", reason="PD disaggregation needs two devices"))
+    records.save(run_dir, _rec("environment", system={"absent": {"npu_smi": "npu-smi not found"}}))
+    data = report.load_run(run_dir)
+    v = {s: report.section_verdict(data, s) for s in ("environment", "smoke", "precision", "quality", "features")}
+    assert v["smoke"].state == "warn" and "90.00%" in v["smoke"].note
+    assert v["precision"].state == "fail" and "top1_agreement" in v["precision"].note
+    assert v["quality"].state == "none" and v["features"].state == "none"
+    missing = report.not_measured(data)
+    whats = {(m["section"], m["what"]): m for m in missing}
+    assert whats[("smoke", "chat")]["reason"] == "no chat template"
+    assert whats[("features", "—")]["reason"] == "PD disaggregation needs two devices"
+    assert whats[("environment", "npu_smi")]["status"] == "hw"
+    assert ("quality", "—") in whats and ("performance", "—") in whats  # never run: listed, not hidden
+
+
+def test_deploy_commands_follow_params(run_dir: Path):
+    records.save(run_dir, _rec("smoke", model={"path": "/models/tiny", "architecture": "Qwen2ForCausalLM"}))
+    cmds = report.deploy_commands(report.load_run(run_dir))
+    serve = cmds["serve"]
+    assert "--model /models/tiny" in serve  # builtin model: the local path the run used
+    for flag in ("--dtype bfloat16", "--max-model-len 2048", "--enforce-eager", "--kv-cache-memory-bytes 1073741824",
+                 "--served-model-name tiny-qwen2", "--tensor-parallel-size 1"):
+        assert flag in serve, flag
+    assert "python -m vllm.entrypoints.openai.api_server" in serve  # cpu: the vllm console script fails
+    assert "model='/models/tiny'" in cmds["python"] and "if __name__ == \"__main__\"" in cmds["python"]
+    assert '"model": "tiny-qwen2"' in cmds["curl"]
+
+
+def test_deploy_commands_npu_modelscope(run_dir: Path):
+    shutil.copyfile(ROOT / "params" / "qwen2-0.5b-ascend.yaml", run_dir / "params.yaml")
+    cmds = report.deploy_commands(report.load_run(run_dir))
+    assert cmds["serve"].splitlines()[0].startswith("export ASCEND_RT_VISIBLE_DEVICES=0")
+    assert "vllm serve " in cmds["serve"] and "VLLM_USE_MODELSCOPE=True" in cmds["serve"]
+
+
+def test_card_from_partial_records_en_zh(run_dir: Path):
+    """A run with only some sections still gives a full card: missing sections say so."""
+    records.save(run_dir, _rec("smoke", status="failed", reason="load: RuntimeError: boom"))
+    data = report.load_run(run_dir)
+    en = report.build_card(data, "en").markdown
+    zh = report.build_card(data, "zh").markdown
+    assert "## Load & smoke test" in en and "load: RuntimeError: boom" in en
+    assert "This section has no record in this run" in en  # performance, precision, ...
+    assert "## 加载与冒烟测试" in zh and "本次运行没有该章节的记录" in zh and "## 常见问题" in zh
+    assert "[records/smoke.json](records/smoke.json)" in en
