@@ -652,6 +652,7 @@ def deploy_commands(data: RunData) -> dict[str, str]:
     """`vllm serve`, Python and curl commands from the run's params (the engine settings measured)."""
     from . import config as config_mod
     from .engines.vllm_engine import engine_kwargs
+    from .server import vllm_cli_flags
 
     try:
         cfg = config_mod.parse(data.params(), str(data.run_dir / "params.yaml"))
@@ -666,18 +667,7 @@ def deploy_commands(data: RunData) -> dict[str, str]:
     kw = engine_kwargs(cfg.target, cfg.model)
     kw.pop("disable_log_stats", None)
     served = cfg.server.served_model_name or cfg.model.short_name
-    flags: list[str] = []
-    for k, v in kw.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            if k == "enable_prefix_caching":
-                flags.append(flag if v else "--no-enable-prefix-caching")
-            elif v:
-                flags.append(flag)
-        elif isinstance(v, (dict, list)):
-            flags.append(f"{flag} {shlex.quote(json.dumps(v))}")
-        elif v is not None and not (k == "dtype" and v == "auto"):
-            flags.append(f"{flag} {shlex.quote(str(v))}")
+    flags = [shlex.join(group) for group in vllm_cli_flags(kw)]
     flags += [f"--served-model-name {shlex.quote(served)}", "--port 8000"]
     env_lines = [f"export {k}={shlex.quote(v)}" for k, v in cfg.target.env.items()]
     if cfg.target.device == "npu":

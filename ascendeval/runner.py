@@ -94,34 +94,33 @@ def export(notebook: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{stem}.html", out_dir / f"{stem}.md"
 
 
-def _mark_failed(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
-    """Record a section failure, keeping metrics the notebook had already checkpointed."""
-    existing = records.load(run_dir, section)
-    if existing is not None:
-        existing["status"] = "failed"
-        prior = existing.get("reason")
-        existing["reason"] = reason if not prior or prior.startswith("section did not finish") else f"{prior}; {reason}"
-        rec = records.Record(**{k: v for k, v in existing.items() if k in records.Record.__dataclass_fields__})
-    else:
-        rec = records.Record(
-            section=section, status="failed", reason=reason, run_id=run_dir.name,
-            model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
-                   "dtype": cfg.model.dtype},
-            target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
-            git_hash=paths.git_hash(), params={"file": params_file},
-        )
-    records.save(run_dir, rec)
-
-
-def _mark_skipped(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
-    rec = records.Record(
-        section=section, status="skipped", reason=reason, run_id=run_dir.name,
+def _new_record(run_dir: Path, cfg: config_mod.RunConfig, section: str, status: str, reason: str,
+                params_file: str) -> records.Record:
+    """An envelope written by the runner itself (the notebook wrote none)."""
+    return records.Record(
+        section=section, status=status, reason=reason, run_id=run_dir.name,  # type: ignore[arg-type]
         model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
                "dtype": cfg.model.dtype},
         target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
         git_hash=paths.git_hash(), params={"file": params_file},
     )
-    records.save(run_dir, rec)
+
+
+def _mark_failed(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
+    """Record a section failure, keeping metrics the notebook had already checkpointed."""
+    existing = records.load(run_dir, section)
+    if existing is None:
+        records.save(run_dir, _new_record(run_dir, cfg, section, "failed", reason, params_file))
+        return
+    existing["status"] = "failed"
+    prior = existing.get("reason")
+    existing["reason"] = reason if not prior or prior.startswith("section did not finish") else f"{prior}; {reason}"
+    records.save(run_dir, records.Record(**{k: v for k, v in existing.items()
+                                            if k in records.Record.__dataclass_fields__}))
+
+
+def _mark_skipped(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
+    records.save(run_dir, _new_record(run_dir, cfg, section, "skipped", reason, params_file))
 
 
 def run_section(section: str, cfg: config_mod.RunConfig, params_file: Path, run_dir: Path,

@@ -37,6 +37,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def vllm_cli_flags(llm_kwargs: dict[str, Any]) -> list[list[str]]:
+    """vllm.LLM keyword arguments -> `vllm serve` flags, one [flag, value?] group per argument.
+
+    Shared by the server we start and the quick-deploy commands of the model card, so both say
+    exactly what the offline engine was given."""
+    import json
+
+    groups: list[list[str]] = []
+    for key, value in llm_kwargs.items():
+        if key == "disable_log_stats" or value is None or (key == "dtype" and value == "auto"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if key == "enable_prefix_caching":
+                groups.append([flag if value else "--no-enable-prefix-caching"])
+            elif value:
+                groups.append([flag])
+        elif isinstance(value, (dict, list)):
+            groups.append([flag, json.dumps(value)])
+        else:
+            groups.append([flag, str(value)])
+    return groups
+
+
 def vllm_command(model_path: str, port: int, llm_kwargs: dict[str, Any], served_name: str | None = None,
                  extra_args: list[str] | None = None, host: str = "127.0.0.1") -> list[str]:
     """`vllm serve` as `python -m vllm.entrypoints.openai.api_server` (works where the `vllm`
@@ -45,21 +69,8 @@ def vllm_command(model_path: str, port: int, llm_kwargs: dict[str, Any], served_
            "--host", host, "--port", str(port)]
     if served_name:
         cmd += ["--served-model-name", served_name]
-    for key, value in llm_kwargs.items():
-        if key == "disable_log_stats":
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if key == "enable_prefix_caching":
-                cmd.append(flag if value else "--no-enable-prefix-caching")
-            elif value:
-                cmd.append(flag)
-        elif isinstance(value, (dict, list)):
-            import json
-
-            cmd += [flag, json.dumps(value)]
-        elif value is not None:
-            cmd += [flag, str(value)]
+    for group in vllm_cli_flags(llm_kwargs):
+        cmd += group
     return cmd + list(extra_args or [])
 
 
