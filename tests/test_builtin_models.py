@@ -177,7 +177,7 @@ def test_trained_tiny_build_learned(tmp_path):
     assert facts["final_loss"] < facts["first_loss"] - 4, facts
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    enc = tok("The function returns", return_tensors="pt")
+    enc = tok("A large language model is", return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=16, do_sample=False)
     text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
