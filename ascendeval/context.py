@@ -88,8 +88,18 @@ class SectionRun:
         return self.steps.get(name, {}).get("status")
 
     def add(self, key: str, value: Any) -> Any:
-        """Store a metric (dataclasses and numpy values are converted) and checkpoint."""
-        self.metrics[key] = records.to_jsonable(value)
+        """Store a metric (dataclasses and numpy values are converted) and checkpoint.
+
+        An impossible value (cosine above 1, negative time, ...) is not stored: it is recorded as a
+        failed entry naming the value, so the section ends `failed` and the notebook goes on."""
+        converted = records.to_jsonable(value)
+        problems = records.validate_metrics({key: converted})
+        if problems:
+            log.error("metric %s refused: %s", key, "; ".join(problems))
+            self.steps[f"add:{key}"] = {"status": "failed", "reason": "impossible value refused: "
+                                        + "; ".join(problems)[:500], "wall_s": 0.0}
+        else:
+            self.metrics[key] = converted
         self._checkpoint()
         return value
 

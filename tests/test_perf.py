@@ -196,3 +196,20 @@ def test_roofline_reads_the_environment_records_roofline_block(tmp_path):
     assert v["decode_achieved_gbps"] == pytest.approx(step_bytes * 50.0 / 1e9)
     assert 0 < v["prefill_flops_utilization"] and v["prefill_achieved_tflops_per_s"] == pytest.approx(
         v["prefill_flops"] / 1.0 / 1e12)
+
+
+def test_roofline_above_the_probe_is_not_a_utilisation(tmp_path):
+    from ascendeval import context, records
+
+    run = context.open_section("performance", _serving_params(tmp_path, "http://127.0.0.1:9"), tmp_path / "run")
+    run._env_summary = {}
+    # as measured here on an AVX2-only CPU: the plain-torch probe is far below the engine's kernels
+    records.save(run.run_dir, records.Record(section="environment", status="ok", run_id=run.run_id, model={}, target={},
+                                             metrics={"roofline": {"read_bandwidth_gbps": 1e-6, "matmul_bf16_tflops": 1e-9}}))
+    plan = run.step("plan", perf.plan, run)
+    roof = run.step("roofline", perf.roofline, run, plan,
+                    perf.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0}]))
+    v = roof.values
+    assert v["prefill_flops_utilization"] is None and "does not bound" in v["prefill_flops_note"]
+    assert v["decode_bandwidth_utilization"] is None and "fits in cache" in v["decode_bandwidth_note"]
+    assert run.finish()["status"] == "ok"  # the record is saved: no impossible value in it

@@ -77,3 +77,18 @@ def test_atomic_write_leaves_old_record_on_failure(tmp_path):
         records.save(tmp_path, rec(mean_ttft_ms=-1.0))
     assert records.load(tmp_path, "perf")["metrics"]["mean_ttft_ms"] == 1.0
     assert [p.name for p in (tmp_path / "records").iterdir()] == ["perf.json"]
+
+
+def test_section_refuses_impossible_metric_without_crashing(tmp_path):
+    from pathlib import Path
+
+    from ascendeval.context import SectionRun
+
+    params = Path(__file__).resolve().parents[1] / "params" / "tiny-qwen2.yaml"
+    run = SectionRun("precision", params, tmp_path / "run")
+    run.add("summary", {"mean_cosine": 1.0009, "top1_agreement": 0.9})
+    run.add("ok_part", {"mean_ttft_ms": 3.0})
+    rec = run.finish()
+    assert rec["status"] == "failed"
+    assert "cosine 1.0009 outside [-1, 1]" in rec["reason"]
+    assert "summary" not in rec["metrics"] and rec["metrics"]["ok_part"] == {"mean_ttft_ms": 3.0}
