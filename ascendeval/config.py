@@ -418,7 +418,8 @@ class FeaturesConfig(_Strict):
     pd_mixes: list[tuple[int, int]] = Field(
         default_factory=lambda: [(128, 32), (512, 32), (128, 128)], description="[input_len, output_len] pairs")
     pd_num_prompts: int = Field(2, gt=0, description="requests per mix, sent one at a time")
-    disaggregated: bool = Field(True, description="real disaggregated prefill: producer + consumer with a KV connector")
+    disaggregated: bool = Field(False, description="real disaggregated prefill: producer + consumer with a KV connector "
+                                                   "(two more engine starts, so off in the default demo)")
     kv_connector: str = Field("ExampleConnector", description="vLLM KV connector name (ExampleConnector stores KV "
                                                               "in files; NixlConnector / MooncakeConnector on devices)")
     kv_connector_extra_config: dict[str, Any] = Field(default_factory=dict, description="passed verbatim; "
@@ -433,13 +434,20 @@ class FeaturesConfig(_Strict):
         description="input lengths; those above max_model_len - output_len (or the KV cache) are dropped and "
                     "the largest length that fits is added")
     long_context_output_len: int = Field(16, gt=1)
+    long_context_repeats: int = Field(3, gt=0, description="requests per length (fresh tokens); the median-TTFT one "
+                                                           "is reported, min/max beside it")
+    chunk_tokens: int | None = Field(
+        512, gt=0, description="max_num_batched_tokens of the section's main engine: the prefill chunk size. Prompts "
+                               "longer than it are prefilled in chunks, so the on/off A/B compares two schedules "
+                               "(vLLM's CPU default, 4096, exceeds every length the tiny demo can run). null = the "
+                               "params' target / engine default")
     chunked_prefill_off: bool = Field(True, description="repeat the long-context sweep with chunked prefill off "
                                                         "(one more engine start)")
     # -- capacity
     capacity: bool = Field(True, description="max concurrent sequences at given lengths, and the largest batch run")
     capacity_lengths: list[int] = Field(default_factory=lambda: [256, 1024], description="tokens per sequence")
     capacity_output_len: int = Field(8, gt=0)
-    capacity_max_batch: int = Field(32, gt=0, description="cap on the batch actually run (the KV figure is not capped)")
+    capacity_max_batch: int = Field(8, gt=0, description="cap on the batch actually run (the KV figure is not capped)")
     # -- operator compatibility scan
     opscan: bool = Field(True, description="scan the model's code for ops and check the engine's registries")
     opscan_model_path: str | None = Field(None, description="model directory to scan; default: the params' model")

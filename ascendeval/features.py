@@ -161,7 +161,10 @@ class Main:
 def start_main(run: SectionRun) -> Main:
     """Start the main engine with prefix caching on (the A/Bs below toggle what they compare)."""
     _need_vllm(run)
-    eng = run.engine("features-main", enable_prefix_caching=True)
+    over: dict[str, Any] = {"enable_prefix_caching": True}
+    if run.conf.chunk_tokens:
+        over["max_num_batched_tokens"] = run.conf.chunk_tokens
+    eng = run.engine("features-main", **over)
     info = eng.info()
     sched = eng.llm.llm_engine.vllm_config.scheduler_config
     info["enable_chunked_prefill"] = bool(sched.enable_chunked_prefill)
@@ -604,13 +607,20 @@ def context_lengths(requested: list[int], max_model_len: int, out_len: int, kv_t
     return sorted(keep), dropped
 
 
-def _sweep(m: Main, lengths: list[int], out_len: int, mode: str) -> list[dict[str, Any]]:
+def _sweep(m: Main, lengths: list[int], out_len: int, mode: str, repeats: int = 1) -> list[dict[str, Any]]:
+    """One row per length: the median-TTFT request of `repeats` (fresh tokens each, so no cache
+    hits); a single request per point is at the mercy of whatever else the machine runs."""
     rows = []
     m.generate([m.tokens.make(16)], 2)  # warm-up
     for n in lengths:
-        outs, wall = m.generate([m.tokens.make(n)], out_len)
-        r = request_timing(outs[0])
-        rows.append({"mode": mode, "input_len": n, **r, "e2e_ms": wall * 1000,
+        tries = []
+        for _ in range(repeats):
+            outs, wall = m.generate([m.tokens.make(n)], out_len)
+            tries.append(request_timing(outs[0]) | {"e2e_ms": wall * 1000})
+        tries.sort(key=lambda r: r["ttft_ms"] if r["ttft_ms"] is not None else math.inf)
+        r = tries[(len(tries) - 1) // 2]
+        rows.append({"mode": mode, "input_len": n, **r, "repeats": repeats,
+                     "ttft_ms_min": tries[0]["ttft_ms"], "ttft_ms_max": tries[-1]["ttft_ms"],
                      "prefill_tok_per_s": safe_ratio(n, (r["prefill_ms"] or 0) / 1000),
                      "decode_tok_per_s": safe_ratio(1000.0, r["tpot_ms"])})
     return rows
@@ -626,15 +636,22 @@ def long_context(run: SectionRun, main: Main | None) -> Table:
                                        m.info.get("kv_cache_tokens"))
     if not lengths:
         raise SectionSkipped(f"no length fits max_model_len {m.info['max_model_len']}")
-    mode = "chunked_on" if m.info.get("enable_chunked_prefill") else "chunked_off"
-    rows = _sweep(m, lengths, c.long_context_output_len, mode)
+    chunked = bool(m.info.get("enable_chunked_prefill"))
+    mode = "chunked_on" if chunked else "chunked_off"
+    budget = m.info.get("max_num_batched_tokens")
+    rows = _sweep(m, lengths, c.long_context_output_len, mode, c.long_context_repeats)
+    for r in rows:  # scheduler steps the prompt's prefill took (the step budget splits it)
+        r["prefill_chunks"] = math.ceil(r["input_len"] / budget) if chunked and budget else 1
     run.save_rows("long_context_requests", rows)
     run.add("long_context", {"mode": mode, "lengths": lengths, "dropped_lengths": dropped,
-                             "max_num_batched_tokens": m.info.get("max_num_batched_tokens"),
-                             "points": [{k: r[k] for k in ("input_len", "ttft_ms", "prefill_ms", "tpot_ms",
-                                                            "decode_tok_per_s", "prefill_tok_per_s")} for r in rows]})
+                             "max_num_batched_tokens": budget,
+                             "chunked_lengths": [r["input_len"] for r in rows if r["prefill_chunks"] > 1],
+                             "points": [{k: r[k] for k in ("input_len", "prefill_chunks", "ttft_ms", "ttft_ms_min",
+                                                            "ttft_ms_max", "prefill_ms", "tpot_ms", "decode_tok_per_s",
+                                                            "prefill_tok_per_s")} for r in rows]})
     return Table("long_context", rows, {"lengths": lengths, "dropped": dropped},
-                 ["mode", "input_len", "ttft_ms", "prefill_ms", "prefill_tok_per_s", "tpot_ms", "decode_tok_per_s"])
+                 ["mode", "input_len", "prefill_chunks", "ttft_ms", "ttft_ms_min", "ttft_ms_max", "prefill_ms",
+                  "prefill_tok_per_s", "tpot_ms", "decode_tok_per_s"])
 
 
 def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) -> Table:
@@ -649,17 +666,24 @@ def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) ->
     if not m.info.get("enable_chunked_prefill"):
         raise SectionSkipped("the main engine already runs with chunked prefill off")
     lengths = on.summary["lengths"]
+    if not any(r["prefill_chunks"] > 1 for r in on.rows):
+        # chunking only splits a prompt longer than the step budget: off would run the same schedule
+        raise SectionSkipped(f"no swept length exceeds the main engine's max_num_batched_tokens "
+                             f"{m.info.get('max_num_batched_tokens')}: chunked prefill split no prompt; "
+                             "set features.chunk_tokens below the longest length")
     eng = run.engine("features-chunked-off", enable_chunked_prefill=False,
                      max_num_batched_tokens=max(m.info["max_model_len"], m.info.get("max_num_batched_tokens") or 0))
     try:
         off = Main(eng, {}, m.tokens)
-        rows = _sweep(off, lengths, c.long_context_output_len, "chunked_off")
+        rows = [r | {"prefill_chunks": 1} for r in _sweep(off, lengths, c.long_context_output_len, "chunked_off",
+                                                          c.long_context_repeats)]
     finally:
         eng.close()
     run.save_rows("long_context_chunked_off_requests", rows)
     by_len = {r["input_len"]: r for r in on.rows}
     run.add("chunked_prefill", {"lengths": lengths, "points": [
-        {"input_len": r["input_len"], "ttft_ms_chunked_on": by_len[r["input_len"]]["ttft_ms"],
+        {"input_len": r["input_len"], "prefill_chunks_on": by_len[r["input_len"]]["prefill_chunks"],
+         "ttft_ms_chunked_on": by_len[r["input_len"]]["ttft_ms"],
          "ttft_ms_chunked_off": r["ttft_ms"], "tpot_ms_chunked_on": by_len[r["input_len"]]["tpot_ms"],
          "tpot_ms_chunked_off": r["tpot_ms"]} for r in rows]})
     return Table("chunked_prefill_off", rows, {"lengths": lengths}, on.columns)

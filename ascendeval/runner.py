@@ -178,6 +178,8 @@ def _write_manifest(run_dir: Path, summary: RunSummary) -> None:
 SERVED_SECTIONS = {
     "smoke": lambda cfg: cfg.sections.smoke.serve,
     "performance": lambda cfg: cfg.sections.performance.serving.enabled and not cfg.sections.performance.serving.url,
+    # the served speculative A/B's baseline arm (its ngram arm needs its own server)
+    "features": lambda cfg: cfg.sections.features.speculative and cfg.sections.features.spec_served,
 }
 
 
@@ -350,3 +352,7 @@ def env_for_kernels() -> None:
     """Notebook kernels inherit the runner's environment: keep caches in the project cache."""
     paths.set_engine_cache_env()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # vLLM's INFO lines (and their colour codes) would land in the exported pages; what they say
+    # that matters (KV cache size, start-up time) is measured into the records instead.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("NO_COLOR", "1")

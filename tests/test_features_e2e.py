@@ -15,8 +15,8 @@ FEATURES = {
     "prefix_prompt_len": 256, "prefix_num_prompts": 4, "prefix_output_len": 4,
     "spec_num_prompts": 2, "spec_output_len": 24, "spec_served_num_prompts": 2,
     "pd_mixes": [[64, 8], [256, 8]], "pd_num_prompts": 1,
-    "disagg_input_len": 300, "disagg_output_len": 8, "disagg_num_prompts": 1,
-    "long_context_lengths": [64, 256, 4096], "long_context_output_len": 8,
+    "disaggregated": True, "disagg_input_len": 300, "disagg_output_len": 8, "disagg_num_prompts": 1,
+    "long_context_lengths": [64, 256, 4096], "long_context_output_len": 8, "chunk_tokens": 256,
     "capacity_lengths": [128], "capacity_max_batch": 8,
 }
 
@@ -56,8 +56,14 @@ def test_features_section(tmp_path, params_factory, cli):
     assert d["kv_loaded_tokens"] > 0 and d["kv_store_bytes"] > 0 and 0 <= d["identical_rate"] <= 1
 
     lc = m["long_context"]
+    # cap = max_model_len 1024 - output 8 (the 1 GiB KV cache holds far more): 4096 is dropped and
+    # the cap itself added; only 1016 exceeds the 256-token chunk, in ceil(1016/256) = 4 steps
     assert lc["lengths"] == [64, 256, 1016] and lc["dropped_lengths"] == [4096]
+    assert lc["max_num_batched_tokens"] == 256 and lc["chunked_lengths"] == [1016]
+    assert all(0 < x["ttft_ms_min"] <= x["ttft_ms"] <= x["ttft_ms_max"] for x in lc["points"])
     assert [x["input_len"] for x in m["chunked_prefill"]["points"]] == [64, 256, 1016]
+    assert [x["prefill_chunks_on"] for x in m["chunked_prefill"]["points"]] == [1, 1, 4]
+    assert all(x["ttft_ms_chunked_off"] > 0 for x in m["chunked_prefill"]["points"])
     assert (run_dir / "artifacts" / "long_context.png").stat().st_size > 1000
 
     cap = m["capacity"]["points"][0]

@@ -49,6 +49,7 @@ def _logprob_dict(entry: Any) -> dict[int, float] | None:
 
 class VLLMEngine(Engine):
     name = "vllm"
+    SHUTDOWN_TIMEOUT_S = 60.0  # grace for EngineCore to exit after SIGTERM before vLLM kills it
 
     def __init__(self, model_path: str | Path, **llm_kwargs: Any):
         from vllm import LLM
@@ -157,10 +158,22 @@ class VLLMEngine(Engine):
             return
         # Stop the engine-core process now rather than at interpreter exit: sections start several
         # engines one after another and each holds its KV cache until shut down.
+        # vLLM's explicit shutdown() gives EngineCore 5 s after SIGTERM, then SIGKILLs it (and its
+        # workers) and never joins it: on a loaded CPU the graceful exit takes longer (18 s measured
+        # at load 13), so it was killed every time and left as a zombie child. A longer window lets
+        # it exit on its own (returns as soon as it has); join() then reaps whatever remains.
+        core = getattr(llm.llm_engine, "engine_core", None)
+        manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+        procs = list(getattr(manager, "processes", None) or [])
         try:
-            llm.llm_engine.engine_core.shutdown()
+            core.shutdown(timeout=self.SHUTDOWN_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - best effort; the object is dropped below anyway
             pass
+        for proc in procs:
+            try:
+                proc.join(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
         self.llm = None
         del llm
         gc.collect()

@@ -83,6 +83,13 @@ run.show("chunked_prefill_off", chunked_off)
 plot = run.step("long_context_plot", features.long_context_plot, run, longctx, chunked_off)
 run.show("long_context_plot", plot)
 """),
+    md("""
+Chunked prefill splits a prompt longer than the step budget (`max_num_batched_tokens`, set by
+`features.chunk_tokens`) into `prefill_chunks` scheduler steps; with it off the whole prompt is one
+step. Lengths that fit in one chunk run the same schedule both ways, so their difference is noise.
+These requests run alone: the sweep shows what chunking costs a long prompt's TTFT, not what it
+buys (decode steps of other requests not stalled behind a long prefill under concurrent load).
+"""),
     md("## Speculative decoding through the OpenAI API"),
     code("""
 spec_served = run.step("speculative_served", features.speculative_served, run)

@@ -1,0 +1,70 @@
+"""VLLMEngine lifecycle on the real engine: close() leaves no engine-core or worker process behind.
+
+Sections start several engines one after another in one kernel; a process left over after
+close() (alive, or a zombie nobody reaped) holds memory or a PID slot for the rest of the run.
+The engine runs in a fresh interpreter so the only children are the ones this engine made.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+import psutil
+from ascendeval import config, models, paths
+from ascendeval.engines import Sampling
+from ascendeval.engines.vllm_engine import VLLMEngine
+
+def tree():
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+            # the stdlib's multiprocessing resource tracker lives as long as this interpreter,
+            # whatever engines come and go: not an engine process
+            if "resource_tracker" in cmd:
+                continue
+            out.append({"pid": p.pid, "name": p.name(), "status": p.status()})
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+if __name__ == "__main__":
+    paths.set_engine_cache_env()
+    cfg = config.load(sys.argv[1])
+    eng = VLLMEngine(models.resolve(cfg.model).path, dtype="bfloat16", enforce_eager=True,
+                     kv_cache_memory_bytes=1 << 30, max_model_len=256)
+    gen = eng.generate([[5, 6, 7, 8]], Sampling(max_tokens=4, ignore_eos=True))
+    before = tree()
+    t0 = time.perf_counter()
+    eng.close()
+    close_s = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"tokens": len(gen[0].token_ids), "before": before, "after": tree(),
+                                  "close_s": close_s, "llm": eng.llm is None}))
+"""
+
+
+@pytest.mark.e2e
+def test_vllm_close_leaves_no_child_process(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: {id: 'builtin:tiny-qwen2-untrained', name: tiny}\n"
+                      "target: {engine: vllm, device: cpu, enforce_eager: true, kv_cache_memory_bytes: 1073741824}\n")
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(params)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["tokens"] == 4
+    # the engine really had an engine-core process (so "none after" is not vacuous); psutil
+    # names are cut at 15 characters: "VLLM::EngineCor"
+    assert any("EngineCor" in p["name"] for p in res["before"]), res["before"]
+    assert res["after"] == [], f"left after close() ({res['close_s']:.1f} s): {res['after']}"
+    assert res["llm"] is True
