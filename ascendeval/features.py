@@ -345,13 +345,6 @@ def _timed_greedy(eng: Any, prompts: list[str], max_tokens: int) -> tuple[list[A
     return outs, walls
 
 
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 def speculative(run: SectionRun, main: Main | None) -> Table:
     """Greedy outputs and timings without speculation (main engine) vs each method's engine."""
     c = run.conf
@@ -383,7 +376,7 @@ def speculative(run: SectionRun, main: Main | None) -> Table:
         n_tok = sum(len(o.outputs[0].token_ids) for o in outs)
         same = 0
         for i, (a, b, wa, wb) in enumerate(zip(base_outs, outs, base_walls, walls)):
-            pos = first_difference(list(a.outputs[0].token_ids), list(b.outputs[0].token_ids))
+            pos = metrics_mod.first_difference(list(a.outputs[0].token_ids), list(b.outputs[0].token_ids))
             same += pos is None
             rows.append({"method": method, "prompt": i, "baseline_ms": wa * 1000, "spec_ms": wb * 1000,
                          "speedup": safe_ratio(wa, wb), "identical": pos is None, "first_diff_position": pos,
@@ -561,7 +554,7 @@ def disaggregated_prefill(run: SectionRun, main: Main | None) -> Table:
         shutil.rmtree(store, ignore_errors=True)
     rows = []
     for i, (s, p, d) in enumerate(zip(single, produced, consumed)):
-        pos = first_difference(s["token_ids"], d["token_ids"])
+        pos = metrics_mod.first_difference(s["token_ids"], d["token_ids"])
         rows.append({"prompt": i, "input_len": in_len,
                      "single_ttft_ms": s["ttft_ms"], "single_tpot_ms": s["tpot_ms"],
                      "prefill_instance_ttft_ms": p["ttft_ms"], "decode_instance_ttft_ms": d["ttft_ms"],

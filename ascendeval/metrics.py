@@ -359,3 +359,14 @@ def prefill_flops_utilization(
         "prefill_achieved_tflops_per_s": None if achieved is None else achieved / 1e12,
         "prefill_flops_utilization": (achieved / matmul_flops_per_s) if achieved and matmul_flops_per_s > 0 else None,
     }
+
+
+# ==== shared by smoke / features / quality: greedy identity checks
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token (a length difference counts), or None if identical."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))

@@ -14,6 +14,7 @@ import psutil
 
 from .context import SectionRun, SectionSkipped
 from .engines import Engine, Generation, Sampling
+from .metrics import first_difference
 
 # Ten varied prompts (base-model completion style), as in the reference reports: knowledge,
 # arithmetic, sequence, code, Chinese.
@@ -203,14 +204,6 @@ class Determinism:
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-
-def first_difference(a: list[int], b: list[int]) -> int | None:
-    """Index of the first differing token (a length difference counts), or None if identical."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def determinism(run: SectionRun, loaded: Loaded | None) -> Determinism:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ascendeval import config, features
+from ascendeval import config, features, metrics
 
 
 def test_counter_delta_scalars_vectors_and_labels():
@@ -107,9 +107,9 @@ def test_spec_config_and_copy_prompts():
 
 
 def test_first_difference():
-    assert features.first_difference([1, 2, 3], [1, 2, 3]) is None
-    assert features.first_difference([1, 2, 3], [1, 5, 3]) == 1
-    assert features.first_difference([1, 2], [1, 2, 3]) == 2
+    assert metrics.first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert metrics.first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert metrics.first_difference([1, 2], [1, 2, 3]) == 2
 
 
 @pytest.mark.parametrize("section, message", [
