@@ -155,6 +155,10 @@ class SectionRun:
             return
         shared = os.environ.get("ASCENDEVAL_SHARED_SERVER_URL")
         if shared and not overrides:
+            # started once by the runner for the whole run; its start time is in run.json
+            self.engine_starts.append({"label": label, "engine": "server", "shared": True, "wall_s": None,
+                                       "url": shared})
+            self.add("engine_starts", self.engine_starts)
             yield shared
             return
         srv = server.for_config(self.cfg, self.model().path, self.run_dir / "logs", **overrides)

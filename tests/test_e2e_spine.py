@@ -22,6 +22,11 @@ def no_server_left(marker: str) -> bool:
     return True
 
 
+def manifest_shared_server_ok(run_dir) -> bool:
+    shared = json.loads((run_dir / "run.json").read_text())["shared_server"]
+    return shared["status"] == "ok" and shared["start_wall_s"] > 0 and shared["users"] == ["smoke"]
+
+
 def test_environment_and_smoke_on_vllm(tmp_path, params_factory, cli):
     params = params_factory("tiny-vllm")
     out = tmp_path / "outputs"
@@ -47,7 +52,12 @@ def test_environment_and_smoke_on_vllm(tmp_path, params_factory, cli):
     assert 0 <= smoke["determinism"]["identical_rate"] <= 1
     assert smoke["served"]["requests"] == 11  # 10 completions + 1 chat
     assert smoke["served"]["same_as_offline_rate"] is not None
-    assert {s["label"] for s in smoke["engine_starts"]} >= {"dummy_gate", "real", "smoke"}
+    starts = {s["label"]: s for s in smoke["engine_starts"]}
+    assert set(starts) >= {"dummy_gate", "real", "smoke"}
+    assert starts["dummy_gate"]["wall_s"] > 0 and starts["real"]["wall_s"] > 0
+    # smoke's served prompts went to the run's shared server (started once by the runner)
+    assert starts["smoke"]["shared"] is True and starts["smoke"]["wall_s"] is None
+    assert manifest_shared_server_ok(run_dir)
     assert all(s["status"] in ("ok", "skipped") for s in smoke["steps"].values())
 
     rows = records.load_rows(run_dir, "smoke", "prompts")
