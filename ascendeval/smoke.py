@@ -155,15 +155,16 @@ class PromptRows:
         df = pd.DataFrame(self.rows)
         cols = [c for c in ("kind", "prompt", "output", "output_tokens", "latency_s", "ttft_ms", "tok_per_s",
                             "finish_reason") if c in df.columns]
-        return df[cols]
+        return df[cols].round({"latency_s": 4, "ttft_ms": 2, "tok_per_s": 2})
 
 
 def _row(kind: str, prompt: str, g: Generation) -> dict[str, Any]:
     e2e = g.timing.e2e_s
     n = g.num_output_tokens if g.token_ids else (g.usage or {}).get("completion_tokens")
-    return {"kind": kind, "prompt": prompt, "output": g.text, "output_tokens": n, "latency_s": round(e2e, 4),
-            "ttft_ms": round(g.timing.ttft_s * 1000, 2) if g.timing.ttft_s is not None else None,
-            "tok_per_s": round(n / e2e, 2) if n and e2e > 0 else None, "finish_reason": g.finish_reason,
+    # raw values, unrounded: `ascendeval verify` recomputes tok_per_s from latency_s; tables round
+    return {"kind": kind, "prompt": prompt, "output": g.text, "output_tokens": n, "latency_s": e2e,
+            "ttft_ms": g.timing.ttft_s * 1000 if g.timing.ttft_s is not None else None,
+            "tok_per_s": n / e2e if n and e2e > 0 else None, "finish_reason": g.finish_reason,
             "token_ids": g.token_ids}
 
 
@@ -242,7 +243,7 @@ class Served:
     def table(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
         return df[[c for c in ("api", "prompt", "output", "output_tokens", "latency_s", "ttft_ms", "same_as_offline")
-                   if c in df.columns]]
+                   if c in df.columns]].round({"latency_s": 4, "ttft_ms": 2})
 
 
 def served(run: SectionRun, offline: PromptRows | None) -> Served:

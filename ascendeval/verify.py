@@ -104,7 +104,7 @@ def _check_generation_row(res: VerifyResult, where: str, r: dict[str, Any], max_
         res.problem(where, f"output_tokens {n} > max_tokens {max_tokens}")
     lat, tps = r.get("latency_s"), r.get("tok_per_s")
     if _num(n) and _num(lat) and lat > 0 and _num(tps):
-        res.same(f"{where}.tok_per_s", tps, round(n / lat, 2), rel=1e-3, abs_=0.011)
+        res.same(f"{where}.tok_per_s", tps, n / lat, rel=1e-6)
 
 
 def rule_smoke(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
