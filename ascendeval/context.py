@@ -215,7 +215,8 @@ class SectionRun:
             params={"file": self.params_file, self.section: self.conf.model_dump(mode="json"),
                     "model": cfg.model.model_dump(mode="json"), "target": cfg.target.model_dump(mode="json")},
             metrics=metrics,
-            artifacts=list(self.artifacts),
+            # a path handed out for a plot that was then skipped is not an artifact
+            artifacts=[a for a in self.artifacts if (self.run_dir / a).exists()],
         )
 
     def _checkpoint(self) -> None:

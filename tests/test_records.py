@@ -92,3 +92,15 @@ def test_section_refuses_impossible_metric_without_crashing(tmp_path):
     assert rec["status"] == "failed"
     assert "cosine 1.0009 outside [-1, 1]" in rec["reason"]
     assert "summary" not in rec["metrics"] and rec["metrics"]["ok_part"] == {"mean_ttft_ms": 3.0}
+
+
+def test_only_written_artifacts_are_listed(tmp_path):
+    from pathlib import Path
+
+    from ascendeval.context import SectionRun
+
+    params = Path(__file__).resolve().parents[1] / "params" / "tiny-qwen2.yaml"
+    run = SectionRun("features", params, tmp_path / "run")
+    run.artifact_path("written.png").write_bytes(b"png")
+    run.artifact_path("skipped_plot.png")  # handed out, never written (the plot step was skipped)
+    assert run.finish()["artifacts"] == ["artifacts/written.png"]
