@@ -94,8 +94,9 @@ def test_exports_and_run_manifest(run):
     # the smoke section used the run's shared server instead of starting the same engine again
     smoke = records.load(run_dir, "smoke")["metrics"]
     assert smoke["served"]["requests"] == 11
-    assert not [s for s in smoke["engine_starts"] if s["engine"] == "server"], smoke["engine_starts"]
-    assert all(s["wall_s"] > 0 for s in smoke["engine_starts"])
+    served = [s for s in smoke["engine_starts"] if s["engine"] == "server"]
+    assert served and all(s["shared"] and s["wall_s"] is None for s in served), smoke["engine_starts"]
+    assert all(s["wall_s"] > 0 for s in smoke["engine_starts"] if not s.get("shared"))
 
 
 def test_verify_real_run_and_tampered_copies(run, tmp_path):
