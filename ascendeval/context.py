@@ -55,6 +55,7 @@ class SectionRun:
         self._env_summary: dict[str, Any] | None = None
         self._model: Any = None
         self.engine_starts: list[dict[str, Any]] = []
+        self._vllm_engines: list[tuple[str, Any]] = []  # (label, engine) started by engine(); see there
         paths.set_engine_cache_env()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -136,9 +137,20 @@ class SectionRun:
         """Create an engine from params (+ overrides); its start time is recorded under engine_starts."""
         from . import engines
 
+        kind = overrides.get("engine") or self.cfg.target.engine
+        if kind == "vllm":
+            # One vLLM engine open at a time: on a device the first engine claims most of the
+            # memory (gpu_memory_utilization), and in-process engines (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+            # share vLLM's global parallel state, which closing either one tears down.
+            still_open = [lbl for lbl, e in self._vllm_engines if getattr(e, "llm", None) is not None]
+            if still_open:
+                raise RuntimeError(f"engine '{label}' cannot start while vLLM engine '{still_open[0]}' is open "
+                                   "in this process: close it first (one vLLM engine at a time)")
         t0 = time.perf_counter()
-        model_path = None if (overrides.get("engine") or self.cfg.target.engine) == "openai" else self.model().path
+        model_path = None if kind == "openai" else self.model().path
         eng = engines.create(self.cfg, model_path, **overrides)
+        if kind == "vllm":
+            self._vllm_engines.append((label, eng))
         self.engine_starts.append({"label": label, "engine": eng.name, "wall_s": time.perf_counter() - t0,
                                    "overrides": {k: v for k, v in overrides.items()}})
         self.add("engine_starts", self.engine_starts)

@@ -252,17 +252,6 @@ def prefix_caching(run: SectionRun, main: Main | None) -> Table:
         arms[name] = _arm(m, name, prompts, c.prefix_output_len, prime)
         batch, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, shared)
         arms[name].update(_batch_throughput(m, batch, c.prefix_output_len, prime))
-    if c.prefix_off_engine:
-        off = run.engine("features-prefix-off", enable_prefix_caching=False)
-        try:
-            m_off = Main(off, {}, m.tokens)
-            prompts, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
-            arms["shared_prefix_caching_off"] = _arm(m_off, "shared_prefix_caching_off", prompts,
-                                                     c.prefix_output_len, prime)
-            batch, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
-            arms["shared_prefix_caching_off"].update(_batch_throughput(m_off, batch, c.prefix_output_len, prime))
-        finally:
-            off.close()
     rows = [r for a in arms.values() for r in a["rows"]]
     run.save_rows("prefix_requests", rows)
     summary = {name: {k: v for k, v in a.items() if k != "rows"} for name, a in arms.items()}
@@ -278,15 +267,41 @@ def prefix_caching(run: SectionRun, main: Main | None) -> Table:
         "throughput_speedup": safe_ratio(on["batch_total_tok_per_s"], miss["batch_total_tok_per_s"]),
         "speedup_backed_by_counters": backed,
     })
-    if "shared_prefix_caching_off" in summary:
-        summary["ttft_speedup_vs_caching_off"] = safe_ratio(summary["shared_prefix_caching_off"]["mean_ttft_ms"],
-                                                            on["mean_ttft_ms"])
     run.add("prefix_caching", summary)
-    table_rows = [{"arm": k, **{kk: v[kk] for kk in ("mean_ttft_ms", "mean_prefill_ms", "prefix_cache_queries",
-                                                     "prefix_cache_hits", "prefix_cache_hit_rate", "num_cached_tokens",
-                                                     "batch_total_tok_per_s", "batch_num_cached_tokens")}}
-                  for k, v in summary.items() if isinstance(v, dict)]
+    table_rows = [_prefix_row(k, v) for k, v in summary.items() if isinstance(v, dict)]
     return Table("prefix_caching", table_rows, summary)
+
+
+def _prefix_row(arm: str, a: dict[str, Any]) -> dict[str, Any]:
+    return {"arm": arm, **{k: a[k] for k in ("mean_ttft_ms", "mean_prefill_ms", "prefix_cache_queries",
+                                             "prefix_cache_hits", "prefix_cache_hit_rate", "num_cached_tokens",
+                                             "batch_total_tok_per_s", "batch_num_cached_tokens")}}
+
+
+def prefix_caching_off(run: SectionRun, main: Main | None, on: Table | None) -> Table:
+    """The shared-prefix arm again on an engine with caching off. Runs after the main engine is
+    closed (one vLLM engine at a time); `main` only lends its tokenizer and lengths."""
+    c = run.conf
+    if not (c.prefix_caching and c.prefix_off_engine):
+        raise SectionSkipped("prefix_caching / prefix_off_engine: false in params")
+    m = _need(main)
+    if on is None:
+        raise SectionSkipped("the caching-on arms did not run (see step 'prefix_caching')")
+    plen = on.summary["prompt_len"]
+    off = run.engine("features-prefix-off", enable_prefix_caching=False)
+    try:
+        m_off = Main(off, {}, m.tokens)
+        prompts, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
+        arm = _arm(m_off, "shared_prefix_caching_off", prompts, c.prefix_output_len, prime)
+        batch, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
+        arm.update(_batch_throughput(m_off, batch, c.prefix_output_len, prime))
+    finally:
+        off.close()
+    run.save_rows("prefix_off_requests", arm.pop("rows"))
+    summary = {"shared_prefix_caching_off": arm,
+               "ttft_speedup_vs_caching_off": safe_ratio(arm["mean_ttft_ms"], on.summary["shared_prefix"]["mean_ttft_ms"])}
+    run.add("prefix_caching_off", summary)
+    return Table("prefix_caching_off", [_prefix_row("shared_prefix_caching_off", arm)], summary)
 
 
 # =========================================================================== speculative decoding
@@ -345,15 +360,36 @@ def _timed_greedy(eng: Any, prompts: list[str], max_tokens: int) -> tuple[list[A
     return outs, walls
 
 
-def speculative(run: SectionRun, main: Main | None) -> Table:
-    """Greedy outputs and timings without speculation (main engine) vs each method's engine."""
+@dataclass
+class SpecBaseline:
+    """Greedy outputs and per-prompt wall times without speculation, from the main engine."""
+
+    prompts: list[str]
+    outs: list[Any]
+    walls: list[float]
+
+
+def speculative_baseline(run: SectionRun, main: Main | None) -> SpecBaseline:
+    """The no-speculation arm, on the main engine while it is open."""
     c = run.conf
     if not c.speculative:
         raise SectionSkipped("speculative: false in params")
     m = _need(main)
     prompts = copy_prompts(c.spec_num_prompts)
     _timed_greedy(m.engine, prompts[:1], 4)  # warm-up: first-call overheads out of the baseline
-    base_outs, base_walls = _timed_greedy(m.engine, prompts, c.spec_output_len)
+    outs, walls = _timed_greedy(m.engine, prompts, c.spec_output_len)
+    return SpecBaseline(prompts, outs, walls)
+
+
+def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
+    """Each method's engine against the baseline, started after the main engine is closed (one
+    vLLM engine at a time)."""
+    c = run.conf
+    if not c.speculative:
+        raise SectionSkipped("speculative: false in params")
+    if base is None:
+        raise SectionSkipped("the baseline without speculation did not run (see step 'speculative_baseline')")
+    prompts, base_outs, base_walls = base.prompts, base.outs, base.walls
     base_tokens = sum(len(o.outputs[0].token_ids) for o in base_outs)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"baseline": {"elapsed_s": sum(base_walls), "output_tokens": base_tokens,
@@ -500,14 +536,18 @@ def prefill_decode_split(run: SectionRun, main: Main | None) -> Table:
     return Table("pd_split", agg.to_dict(orient="records"), summary)
 
 
-def disaggregated_prefill(run: SectionRun, main: Main | None) -> Table:
-    """A prefill instance (kv_producer) computes the prompts' KV and hands it over through a vLLM
-    KV connector; a decode instance (kv_consumer) loads it and decodes. Compared with the single
-    instance on the same prompts: TTFT components, TPOT, the KV the consumer loaded instead of
-    computing (num_cached_tokens, external prefix-cache counters), and output identity.
+@dataclass
+class DisaggReference:
+    """The single-instance arm of the disaggregated-prefill comparison, from the main engine."""
 
-    The instances run one after the other in this process (vLLM's disaggregated-prefill example
-    does the same); with a network connector (Nixl, Mooncake) they would be separate servers."""
+    prompts: list[list[int]]
+    in_len: int
+    single: list[dict[str, Any]]
+    tokens: TokenPrompts
+
+
+def disagg_reference(run: SectionRun, main: Main | None) -> DisaggReference:
+    """Single-instance TTFT/TPOT and outputs on the main engine (fresh prompts: no cache hits)."""
     c = run.conf
     if not c.disaggregated:
         raise SectionSkipped("disaggregated: false in params")
@@ -517,6 +557,26 @@ def disaggregated_prefill(run: SectionRun, main: Main | None) -> Table:
     if in_len <= block:
         raise SectionSkipped(f"input length {in_len} does not exceed the KV block size {block}: nothing to transfer")
     prompts = [m.tokens.make(in_len) for _ in range(c.disagg_num_prompts)]
+    single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids)}
+              for o in (m.generate([p], c.disagg_output_len)[0][0] for p in prompts)]
+    return DisaggReference(prompts, in_len, single, m.tokens)
+
+
+def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table:
+    """A prefill instance (kv_producer) computes the prompts' KV and hands it over through a vLLM
+    KV connector; a decode instance (kv_consumer) loads it and decodes. Compared with the single
+    instance on the same prompts: TTFT components, TPOT, the KV the consumer loaded instead of
+    computing (num_cached_tokens, external prefix-cache counters), and output identity.
+
+    The instances run one after the other in this process, after the main engine is closed (vLLM's
+    disaggregated-prefill example does the same); with a network connector (Nixl, Mooncake) they
+    would be separate servers."""
+    c = run.conf
+    if not c.disaggregated:
+        raise SectionSkipped("disaggregated: false in params")
+    if ref is None:
+        raise SectionSkipped("the single-instance reference did not run (see step 'disaggregated_reference')")
+    prompts, in_len, single = ref.prompts, ref.in_len, ref.single
     store = run.run_dir / "kv_store"
     shutil.rmtree(store, ignore_errors=True)
     extra = {"shared_storage_path": str(store), **c.kv_connector_extra_config}
@@ -524,9 +584,6 @@ def disaggregated_prefill(run: SectionRun, main: Main | None) -> Table:
     def kv(role: str) -> dict[str, Any]:
         return {"kv_connector": c.kv_connector, "kv_role": role, "kv_connector_extra_config": extra}
 
-    # single instance reference (main engine; fresh prompts, so no local cache hits)
-    single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids)}
-              for o in (m.generate([p], c.disagg_output_len)[0][0] for p in prompts)]
     try:
         try:
             prod = run.engine("features-pd-prefill", kv_transfer_config=kv("kv_producer"))
@@ -534,13 +591,13 @@ def disaggregated_prefill(run: SectionRun, main: Main | None) -> Table:
             raise SectionSkipped(f"the engine cannot run {c.kv_connector} here: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
         try:
-            pm = Main(prod, {}, m.tokens)
+            pm = Main(prod, {}, ref.tokens)
             produced = [request_timing(pm.generate([p], 1)[0][0]) for p in prompts]
         finally:
             prod.close()
         cons = run.engine("features-pd-decode", kv_transfer_config=kv("kv_consumer"))
         try:
-            cm = Main(cons, {}, m.tokens)
+            cm = Main(cons, {}, ref.tokens)
             before = cons.metrics()
             consumed = []
             for p in prompts:

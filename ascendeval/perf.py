@@ -378,7 +378,8 @@ def _mode_label(eager: bool, device: str) -> str:
 def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: LatencyResult | None,
                    thr: ThroughputResult | None) -> GraphResult:
     """The latency and throughput workloads with enforce_eager true and false; start-up included.
-    The section's main engine supplies the mode it runs in; the other mode gets its own engine."""
+    The section's main engine supplies the mode it runs in (and is closed after it); the other
+    mode gets its own engine."""
     if run.cfg.target.engine != "vllm":
         raise SectionSkipped(f"graph vs eager applies to vLLM engines (target engine is {run.cfg.target.engine})")
     if not p.conf.graph.enabled:
@@ -404,6 +405,9 @@ def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: Latency
                 "mean_ttft_ms": float(np.mean(ttfts)) * 1e3 if ttfts else None}
 
     rows = {main_eager: measure(pe.engine, float(pe.info.get("load_s") or 0.0), main_eager)}
+    # One vLLM engine at a time: on a device the main engine holds most of the memory, and
+    # in-process engines share vLLM's global state. This is the main engine's last use.
+    close_engine(pe)
     other = run.engine("graph_" + ("eager" if not main_eager else "compiled"),
                        **_engine_overrides(run, enforce_eager=not main_eager))
     try:

@@ -118,14 +118,19 @@ class Reference:
                               "reference_continuation": s.continuation_text} for s in self.sequences])
 
 
-def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Prompt] | None = None) -> Reference:
-    """Load the reference model and greedily continue every prompt (max_new_tokens)."""
+def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Prompt] | None = None,
+                  run: Any = None) -> Reference:
+    """Load the reference model and greedily continue every prompt (max_new_tokens). With `run`
+    (a SectionRun) the engine is started through it, so its start time lands in engine_starts."""
     from .engines.base import Sampling
 
     path = path or model_path(cfg)
     prompts = prompts if prompts is not None else load_prompts(conf)
     t0 = time.perf_counter()
-    eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
+    if run is not None:
+        eng = run.engine("reference", engine="hf", device=conf.reference_device, dtype=conf.reference_dtype)
+    else:
+        eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
     load_s = time.perf_counter() - t0
     tok = eng.tokenizer()
     seqs: list[RefSequence] = []

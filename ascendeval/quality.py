@@ -102,8 +102,6 @@ class Target:
 
 def open_target(run: Any) -> Target:
     """The engine under test, from the params' target (openai: the configured or a started server)."""
-    from . import engines
-
     cfg = run.cfg
     server = None
     if cfg.target.engine == "openai":
@@ -114,9 +112,9 @@ def open_target(run: Any) -> Target:
             # no external URL: serve the model here (vLLM/SGLang on 127.0.0.1), stopped in close()
             server = server_mod.for_config(cfg, resolve_model_path(cfg), run.run_dir / "logs").start()
             url = server.base_url
-        eng = engines.create(cfg, None, base_url=url)
+        eng = run.engine("target", base_url=url)
     else:
-        eng = engines.create(cfg, resolve_model_path(cfg))
+        eng = run.engine("target")
     target = Target(engine=eng, mode=chat_mode(cfg, run.conf, eng), name=cfg.target.engine, server=server)
     run.add("target", {"engine": target.name, "prompt_mode": target.mode})
     return target
@@ -176,7 +174,6 @@ def run_suites(run: Any, target: Target) -> SuiteResult:
 def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     """Run the same suite prompts on the float32 reference engine (hf on CPU by default) and put
     its outputs beside the target's: the gallery shows where quality drifted."""
-    from . import engines
     from .engines import Sampling
 
     conf = run.conf
@@ -185,8 +182,8 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     mpath = resolve_model_path(run.cfg)
     if mpath is None or not Path(mpath).exists():
         raise _skipped("no local weights for the reference engine (model served externally)")
-    ref = engines.create(run.cfg, mpath, engine=conf.reference_engine, device=conf.reference_device,
-                         dtype=conf.reference_dtype)
+    ref = run.engine("reference", engine=conf.reference_engine, device=conf.reference_device,
+                     dtype=conf.reference_dtype)
     limits = sandbox_limits(conf)
     try:
         items = {(it["suite"], it["id"]): it for s in conf.suites for it in load_suite(s)}

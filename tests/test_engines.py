@@ -68,3 +68,58 @@ def test_vllm_close_leaves_no_child_process(tmp_path):
     assert any("EngineCor" in p["name"] for p in res["before"]), res["before"]
     assert res["after"] == [], f"left after close() ({res['close_s']:.1f} s): {res['after']}"
     assert res["llm"] is True
+
+
+CHILD_IN_PROCESS = r"""
+import json, os, sys
+import psutil
+from ascendeval import open_section
+from ascendeval.engines import Sampling
+
+def engine_children():
+    return [p.name() for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+
+def tokens(eng):
+    return len(eng.generate([[5, 6, 7, 8]], Sampling(max_tokens=4, ignore_eos=True))[0].token_ids)
+
+if __name__ == "__main__":
+    run = open_section("features", sys.argv[1], sys.argv[2])
+    out = {}
+    a = run.engine("a")
+    out["env"] = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    out["children"] = engine_children()
+    out["tokens_a"] = tokens(a)
+    try:
+        run.engine("b")
+        out["refused"] = None
+    except RuntimeError as exc:
+        out["refused"] = str(exc)
+    a.close()
+    for label in ("b", "c"):  # each closed engine tears vLLM's global state down; the next must still work
+        eng = run.engine(label)
+        out["tokens_" + label] = tokens(eng)
+        eng.close()
+    out["starts"] = [s["label"] for s in run.engine_starts]
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.e2e
+def test_in_process_engines_one_at_a_time(tmp_path):
+    """target.env reaches offline engines; in-process vLLM engines (the demo's CPU setting) start
+    one after another in one kernel, and a second one while the first is open is refused with a
+    clear error instead of breaking the first (closing either tears down shared global state)."""
+    params = tmp_path / "p.yaml"
+    params.write_text("model: {id: 'builtin:tiny-qwen2-untrained', name: tiny, max_model_len: 256}\n"
+                      "target: {engine: vllm, device: cpu, enforce_eager: true, kv_cache_memory_bytes: 1073741824,\n"
+                      "  env: {VLLM_ENABLE_V1_MULTIPROCESSING: '0'}, engine_args: {distributed_executor_backend: uni}}\n")
+    proc = subprocess.run([sys.executable, "-c", CHILD_IN_PROCESS, str(params), str(tmp_path / "run")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["env"] == "0"
+    assert res["children"] == [], "in-process engine still spawned processes"
+    assert res["tokens_a"] == res["tokens_b"] == res["tokens_c"] == 4
+    assert res["refused"] and "'b' cannot start while vLLM engine 'a' is open" in res["refused"]
+    assert res["starts"] == ["a", "b", "c"]

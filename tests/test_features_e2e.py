@@ -12,7 +12,7 @@ from ascendeval import records
 pytestmark = pytest.mark.e2e
 
 FEATURES = {
-    "prefix_prompt_len": 256, "prefix_num_prompts": 4, "prefix_output_len": 4,
+    "prefix_prompt_len": 256, "prefix_num_prompts": 4, "prefix_output_len": 4, "prefix_off_engine": True,
     "spec_num_prompts": 2, "spec_output_len": 24, "spec_served_num_prompts": 2,
     "pd_mixes": [[64, 8], [256, 8]], "pd_num_prompts": 1,
     "disaggregated": True, "disagg_input_len": 300, "disagg_output_len": 8, "disagg_num_prompts": 1,
@@ -21,8 +21,15 @@ FEATURES = {
 }
 
 
+# The demo's CPU setting: every engine in the kernel's own process. The section must then run its
+# engines one at a time (two open in-process engines share vLLM's global state).
+IN_PROCESS_TARGET = {"engine": "vllm", "device": "cpu", "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30,
+                     "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+                     "engine_args": {"distributed_executor_backend": "uni"}}
+
+
 def test_features_section(tmp_path, params_factory, cli):
-    params = params_factory("tiny-features", sections={"features": FEATURES})
+    params = params_factory("tiny-features", target=IN_PROCESS_TARGET, sections={"features": FEATURES})
     out = tmp_path / "outputs"
     proc = cli(["run", str(params), "--sections", "features", "--run-id", "e2e", "--no-progress"], out)
     run_dir = out / "tiny-features" / "e2e"
@@ -38,6 +45,12 @@ def test_features_section(tmp_path, params_factory, cli):
     assert p["shared_prefix"]["prefix_cache_hits"] > 0 and p["shared_prefix"]["num_cached_tokens"] > 0
     assert p["distinct_prefix"]["num_cached_tokens"] == 0
     assert p["speedup_backed_by_counters"] is True and p["ttft_speedup"] > 0
+    off = m["prefix_caching_off"]
+    assert off["shared_prefix_caching_off"]["num_cached_tokens"] == 0 and off["ttft_speedup_vs_caching_off"] > 0
+    # one engine at a time: every comparison engine started after the main one was closed
+    labels = [s["label"] for s in m["engine_starts"]]
+    assert labels[0] == "features-main" and {"features-prefix-off", "features-spec-ngram", "features-pd-prefill",
+                                               "features-pd-decode", "features-chunked-off"} <= set(labels)
 
     s = m["speculative"]["ngram"]
     assert s["status"] == "ok" and s["num_draft_tokens"] > 0

@@ -6,6 +6,7 @@ setting for one measurement (e.g. `enforce_eager=False` for the graph-mode run).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ def create(cfg: Any, model_path: str | Path | None = None, *, engine: str | None
         overrides: extra vllm.LLM keyword arguments (vllm) or from_pretrained kwargs (hf).
     """
     name = engine or cfg.target.engine
+    if name in ("hf", "vllm"):
+        # `target.env` is for engines as well as servers; an in-process engine reads it from this
+        # process's environment (vLLM reads its variables when they are used, not at import).
+        os.environ.update(cfg.target.env)
     if name == "hf":
         from .hf_engine import HFEngine
 

