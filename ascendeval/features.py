@@ -11,7 +11,9 @@
 * Chunked prefill on/off and long-context scaling; KV capacity and the largest batch that runs.
 
 Engine starts dominate the cost on small machines, so one "main" engine (prefix caching on)
-serves every measurement that does not need a different engine setting.
+serves every measurement that does not need a different engine setting. Engines are open one at a
+time: each comparison engine (caching off, KV producer/consumer, chunked prefill off, speculative)
+starts after the main engine has measured its arm and been closed.
 """
 
 from __future__ import annotations
