@@ -213,6 +213,9 @@ async def stream_request(
     except (aiohttp.ClientError, asyncio.TimeoutError, EndpointError, json.JSONDecodeError, OSError) as exc:
         res.error = f"{type(exc).__name__}: {exc}".strip()
         return res
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a malformed chunk: this request's failure
+        res.error = f"malformed stream chunk: {type(exc).__name__}: {exc}".strip()
+        return res
     if res.ttft_s is None:
         res.error = "stream ended without any generated output"
         return res
@@ -279,7 +282,7 @@ def _connector(max_concurrency: int | None) -> aiohttp.TCPConnector:
 
 async def _run_load_async(
     ep: Endpoint, prompts: Sequence[str | list[int]], max_tokens: Sequence[int], prompt_tokens: Sequence[int | None],
-    spec: LoadSpec, warmup_requests: int, progress: bool,
+    spec: LoadSpec, warmup_requests: int, progress: bool, warmup_prompts: list[str | list[int]] | None = None,
 ) -> LoadRun:
     timeout = aiohttp.ClientTimeout(total=ep.timeout_s, sock_connect=30)
     async with aiohttp.ClientSession(connector=_connector(spec.max_concurrency), timeout=timeout,
@@ -287,7 +290,10 @@ async def _run_load_async(
         warm: list[RequestResult] = []
         for i in range(warmup_requests):  # sequential: warms the server, the pool and our code paths
             j = i % len(prompts)
-            r = await stream_request(session, ep, -1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
+            if warmup_prompts:
+                r = await stream_request(session, ep, -1 - i, warmup_prompts[i % len(warmup_prompts)], max_tokens[j])
+            else:
+                r = await stream_request(session, ep, -1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
             r.warmup = True
             warm.append(r)
         if warm and not any(r.success for r in warm):
@@ -337,9 +343,13 @@ def run_load(
     prompt_tokens: Sequence[int | None] | None = None,
     warmup_requests: int = 1,
     progress: bool = False,
+    warmup_prompts: Sequence[str | list[int]] | None = None,
 ) -> LoadRun:
     """Send `prompts` with the arrival process of `spec`; return every row. Raises EndpointError
-    only when nothing could be measured (all warm-up requests failed)."""
+    only when nothing could be measured (all warm-up requests failed).
+
+    Warm-up requests send `warmup_prompts` when given, else the first prompts again; against a
+    server with prefix caching on, the latter makes the timed requests for those prompts cache hits."""
     if not prompts:
         raise ValueError("no prompts to send: num_prompts must be >= 1")
     spec = spec or LoadSpec()
@@ -351,7 +361,8 @@ def run_load(
     if any(x < 1 for x in mt):
         raise ValueError("max_tokens must be >= 1 for every request")
     pt = list(prompt_tokens) if prompt_tokens is not None else [None] * len(prompts)
-    return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress)
+    warm = list(warmup_prompts) if warmup_prompts else None
+    return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm)
 
 
 # --------------------------------------------------------------------------- endpoint checks

@@ -619,13 +619,14 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
     plan_points += [("rate", loadgen.LoadSpec(_rate(r), c.burstiness, c.max_concurrency, c.seed), n_sweep)
                     for r in c.request_rates]
     plan_points += [("concurrency", loadgen.LoadSpec(math.inf, c.burstiness, k, c.seed), n_sweep) for k in c.concurrencies]
-    for sweep, spec, n in plan_points:
-        if c.api == "chat":
-            prompts: list[Any] = [tok.decode(x) for x in token_prompts(tok, n, c.input_len, c.seed + 100)]
-        else:
-            prompts = token_prompts(tok, n, c.input_len, c.seed + 100)  # exact input length, no re-tokenising
-        lr = loadgen.run_load(ep, prompts, c.output_len, spec, prompt_tokens=[c.input_len] * n,
-                              warmup_requests=c.warmup_requests)
+    n_warm = c.warmup_requests
+    for i, (sweep, spec, n) in enumerate(plan_points):
+        # Fresh prompts for every point and for its warm-up: the server caches prefixes (vLLM's
+        # default), so prompts sent before would be timed as cache hits.
+        ids = token_prompts(tok, n + n_warm, c.input_len, c.seed + 100 + i)  # exact input length
+        prompts: list[Any] = [tok.decode(x) for x in ids] if c.api == "chat" else ids
+        lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
+                              warmup_requests=n_warm, warmup_prompts=prompts[:n_warm])
         m = lr.metrics(slo)
         m["sweep"] = sweep
         points.append(m)
