@@ -123,3 +123,24 @@ def test_in_process_engines_one_at_a_time(tmp_path):
     assert res["tokens_a"] == res["tokens_b"] == res["tokens_c"] == 4
     assert res["refused"] and "'b' cannot start while vLLM engine 'a' is open" in res["refused"]
     assert res["starts"] == ["a", "b", "c"]
+
+
+def test_hf_stop_strings_follow_vllm_convention():
+    """transformers keeps a matched stop string in the text; vLLM cuts before it and reports
+    finish_reason "stop". The hf engine follows vLLM, so the two engines' outputs compare equal."""
+    from ascendeval import builtin_models, config, engines
+    from ascendeval.engines import Sampling
+
+    path = builtin_models.ensure("tiny-qwen2-untrained")
+    cfg = config.parse({"model": {"id": "builtin:tiny-qwen2-untrained", "dtype": "float32"}, "target": {"engine": "hf"}})
+    eng = engines.create(cfg, path)
+    try:
+        free = eng.generate(["The capital of France is"], Sampling(max_tokens=24, temperature=0.0))[0]
+        assert len(free.text) > 12, free.text
+        stop = free.text[8:11]  # a piece of what greedy decoding produces anyway
+        cut = free.text.find(stop)
+        stopped = eng.generate(["The capital of France is"], Sampling(max_tokens=24, temperature=0.0, stop=[stop]))[0]
+    finally:
+        eng.close()
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[:cut] and stop not in stopped.text

@@ -136,6 +136,13 @@ class HFEngine(Engine):
         eos_set = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         finish = "stop" if new_ids and new_ids[-1] in eos_set else "length"
         text = self._tok.decode([t for t in new_ids if t not in eos_set], skip_special_tokens=True)
+        if sampling.stop:
+            # transformers stops after the token that completes a stop string but keeps it in the
+            # text; vLLM (and the OpenAI API) cut the text before the stop string and say "stop".
+            # Same convention here, so hf outputs compare equal to vLLM's for the same tokens.
+            cuts = [i for i in (text.find(st) for st in sampling.stop if st) if i >= 0]
+            if cuts:
+                text, finish = text[: min(cuts)], "stop"
         logprobs = None
         if sampling.logprobs is not None:
             logprobs = [self._topk(torch.log_softmax(step[0].float(), -1), max(sampling.logprobs, 1), tok)
