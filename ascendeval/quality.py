@@ -179,6 +179,8 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     conf = run.conf
     if not conf.reference:
         raise _skipped("reference disabled in params (sections.quality.reference: false)")
+    if suite is None:
+        raise _skipped("the suites did not run on the target (see step 'suites')")
     mpath = resolve_model_path(run.cfg)
     if mpath is None or not Path(mpath).exists():
         raise _skipped("no local weights for the reference engine (model served externally)")
