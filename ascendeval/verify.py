@@ -239,21 +239,24 @@ def rule_precision(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> Non
             if k in tf and k != "scope":
                 res.same(f"precision.teacher_forced.{k}", tf[k], v)
     checks = (m.get("verdict") or {}).get("checks") if isinstance(m.get("verdict"), dict) else None
-    ops: dict[str, Callable[[float, float], bool]] = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
-                                                       ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+    from .precision_metrics import check as verdict_check
+
     for c in checks or []:
-        if not isinstance(c, dict) or c.get("op") not in ops:
+        if not isinstance(c, dict) or c.get("op") not in (">=", "<=", "=="):
+            res.problem(f"precision.verdict[{c.get('metric') if isinstance(c, dict) else c}]", "unknown comparison")
             continue
         got, thr = c.get("measured"), c.get("threshold")
-        want = None if not (_num(got) and _num(thr)) else ops[c["op"]](got, thr)
+        # the section's own rule recomputed: None when either side was not measured
+        want = verdict_check(str(c.get("metric")), got if _num(got) else None, c["op"], thr).passed if _num(thr) else None
         res.same(f"precision.verdict[{c.get('metric')}].passed", c.get("passed"), want)
         metric = c.get("metric")
         if isinstance(tf, dict) and metric in tf and _num(got):
             res.same(f"precision.verdict[{metric}].measured", got, tf[metric])
     if checks:
+        # the section's own rule: false if any check failed, true if all measured ones passed
         states = [c.get("passed") for c in checks if isinstance(c, dict)]
-        if any(s is False for s in states) and m["verdict"].get("passed") is True:
-            res.problem("precision.verdict.passed", "true although a check failed")
+        want_overall = False if False in states else (True if True in states else None)
+        res.same("precision.verdict.passed", m["verdict"].get("passed"), want_overall)
 
 
 def rule_quality(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:

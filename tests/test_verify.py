@@ -107,6 +107,17 @@ def test_precision_verdict_recomputed(tmp_path):
     assert "precision.verdict[top1_agreement].passed" in text
 
 
+def test_precision_equality_check_and_overall_verdict_recomputed(tmp_path):
+    # the "==" check (non-finite positions must be 0) is recomputed too, and an overall verdict
+    # of False while every check passed is as wrong as True while one failed
+    d = tmp_path / "m" / "r1"
+    records.save(d, _rec("precision", verdict={"passed": False, "checks": [
+        {"metric": "num_nonfinite_positions", "measured": 3, "op": "==", "threshold": 0, "passed": True}]}))
+    text = "\n".join(verify.verify_run(d).problems)
+    assert "precision.verdict[num_nonfinite_positions].passed" in text
+    assert "precision.verdict.passed" in text
+
+
 def test_cli_verify_exit_codes(tmp_path):
     d = _smoke_run(tmp_path)
     run = lambda *a: subprocess.run([sys.executable, "-m", "ascendeval.cli", "verify", *a], cwd=ROOT,  # noqa: E731
