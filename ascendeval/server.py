@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ import httpx
 
 from . import paths
 
-_LIVE: "weakref.WeakSet[Server]" = weakref.WeakSet()
+# Strong references: a Server dropped without stop() must still be killed at exit (a WeakSet
+# would forget it once garbage-collected). stop() removes it.
+_LIVE: "set[Server]" = set()
 
 
 class ServerError(RuntimeError):
@@ -50,10 +51,9 @@ def vllm_cli_flags(llm_kwargs: dict[str, Any]) -> list[list[str]]:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            if key == "enable_prefix_caching":
-                groups.append([flag if value else "--no-enable-prefix-caching"])
-            elif value:
-                groups.append([flag])
+            # vLLM gives every boolean engine argument a --no-<name> form (BooleanOptionalAction):
+            # a False must be passed, or the server would run with vLLM's default instead
+            groups.append([flag if value else "--no-" + flag[2:]])
         elif isinstance(value, (dict, list)):
             groups.append([flag, json.dumps(value)])
         else:
