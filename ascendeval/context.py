@@ -146,8 +146,8 @@ class SectionRun:
             if still_open:
                 raise RuntimeError(f"engine '{label}' cannot start while vLLM engine '{still_open[0]}' is open "
                                    "in this process: close it first (one vLLM engine at a time)")
+        model_path = None if kind == "openai" else self.model().path  # resolving (or building) is not the start
         t0 = time.perf_counter()
-        model_path = None if kind == "openai" else self.model().path
         eng = engines.create(self.cfg, model_path, **overrides)
         if kind == "vllm":
             self._vllm_engines.append((label, eng))

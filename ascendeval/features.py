@@ -619,7 +619,8 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
                      "prefill_instance_ttft_ms": p["ttft_ms"], "decode_instance_ttft_ms": d["ttft_ms"],
                      # the pipeline's first token: prefill on one instance, then KV load + first
                      # step on the other (transfer through the connector included, proxy excluded)
-                     "disagg_ttft_ms": (p["ttft_ms"] or 0) + (d["ttft_ms"] or 0),
+                     "disagg_ttft_ms": (p["ttft_ms"] + d["ttft_ms"]
+                                        if p["ttft_ms"] is not None and d["ttft_ms"] is not None else None),
                      "disagg_tpot_ms": d["tpot_ms"], "kv_loaded_tokens": d["num_cached_tokens"],
                      "identical": pos is None, "first_diff_position": pos})
     run.save_rows("disaggregated_requests", rows)

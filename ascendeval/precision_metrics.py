@@ -105,6 +105,7 @@ def full_vocab_metrics(ref_logits: Any, target_logits: Any, next_tokens: Sequenc
         rk = r.topk(k, dim=-1).indices
         tk = t.topk(k, dim=-1).indices
         overlap = (rk.unsqueeze(-1) == tk.unsqueeze(-2)).any(-1).sum(-1).double() / k
+        overlap = torch.where(finite, overlap, torch.zeros_like(overlap))  # top-k of NaN logits is arbitrary
         top2 = r.topk(min(2, V), dim=-1).values
         margin = top2[:, 0] - top2[:, -1]
         cos = (r * t).sum(-1) / (torch.linalg.vector_norm(r, dim=-1) * torch.linalg.vector_norm(t, dim=-1))
@@ -190,7 +191,7 @@ def returned_entries_metrics(ref_logits_row: Any, target_entries: Mapping[int, f
     top2 = r.topk(min(2, r.numel())).values
     row = {
         "top1_match": bool(top1_match),
-        "topk_overlap": len(t_topk & r_topk) / k,
+        "topk_overlap": len(t_topk & r_topk) / k if finite else 0.0,  # top-k of NaN values is arbitrary
         "cosine_centered_returned": cos,
         "mse_returned": mse,
         "max_abs_returned": max_abs,

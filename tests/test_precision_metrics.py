@@ -56,6 +56,7 @@ def test_nonfinite_target_rows_are_marked_not_averaged():
     b[2, 7] = float("nan")
     m = pm.full_vocab_metrics(a, b, a.argmax(-1), k=5)
     assert not m["target_finite"][2] and not m["top1_match"][2] and math.isnan(m["kl"][2])
+    assert m["topk_overlap"][2] == 0.0  # one NaN among the logits: its top-k is no overlap
     rows = [{k: m[k][i] for k in m} for i in range(6)]
     s = pm.summarize_positions(rows, pm.SCOPE_FULL)
     assert s["num_nonfinite_positions"] == 1
