@@ -31,6 +31,7 @@ import pandas as pd
 from . import metrics as metrics_mod
 from .context import SectionRun, SectionSkipped
 from .engines import Sampling
+from .engines import vllm_compat
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus" / "en.txt"
 
@@ -100,21 +101,30 @@ def request_timing(out: Any) -> dict[str, Any]:
     vLLM stamps each request in the engine core (monotonic): queued, scheduled, first token,
     last token -- the same values its `vllm:request_prefill_time_seconds` /
     `vllm:request_decode_time_seconds` histograms are made from. first_token_latency is measured
-    in the front end from arrival (what an offline caller sees as TTFT)."""
-    m = getattr(out, "metrics", None)
+    in the front end from arrival (what an offline caller sees as TTFT). Fields are read through
+    `vllm_compat`: one this vLLM lacks (e.g. `num_preemptions` before 0.32) is None, and the row's
+    `not_reported` says so, instead of failing the step."""
     n_out = len(out.outputs[0].token_ids)
     row: dict[str, Any] = {"prompt_tokens": len(out.prompt_token_ids or []), "output_tokens": n_out,
                            "num_cached_tokens": getattr(out, "num_cached_tokens", None)}
-    if m is None or not getattr(m, "first_token_ts", 0):
+    m, missing = vllm_compat.request_stats(out)
+    row["not_reported"] = "; ".join(missing.values()) or None
+    if m is None or not m["first_token_ts"]:
         row.update(queue_ms=None, prefill_ms=None, decode_ms=None, ttft_ms=None, tpot_ms=None, preemptions=None)
         return row
     ms = 1000.0
-    row["queue_ms"] = max(m.scheduled_ts - m.queued_ts, 0.0) * ms
-    row["prefill_ms"] = max(m.first_token_ts - m.scheduled_ts, 0.0) * ms
-    row["decode_ms"] = max(m.last_token_ts - m.first_token_ts, 0.0) * ms
-    row["ttft_ms"] = m.first_token_latency * ms if m.first_token_latency else None
-    row["tpot_ms"] = row["decode_ms"] / (n_out - 1) if n_out > 1 else None
-    row["preemptions"] = m.num_preemptions
+
+    def span(start: str, end: str) -> float | None:
+        if m[start] is None or m[end] is None:
+            return None
+        return max(m[end] - m[start], 0.0) * ms
+
+    row["queue_ms"] = span("queued_ts", "scheduled_ts")
+    row["prefill_ms"] = span("scheduled_ts", "first_token_ts")
+    row["decode_ms"] = span("first_token_ts", "last_token_ts")
+    row["ttft_ms"] = m["first_token_latency"] * ms if m["first_token_latency"] else None
+    row["tpot_ms"] = row["decode_ms"] / (n_out - 1) if n_out > 1 and row["decode_ms"] is not None else None
+    row["preemptions"] = m["num_preemptions"]
     return row
 
 
@@ -167,11 +177,7 @@ def start_main(run: SectionRun) -> Main:
     if run.conf.chunk_tokens:
         over["max_num_batched_tokens"] = run.conf.chunk_tokens
     eng = run.engine("features-main", **over)
-    info = eng.info()
-    sched = eng.llm.llm_engine.vllm_config.scheduler_config
-    info["enable_chunked_prefill"] = bool(sched.enable_chunked_prefill)
-    info["max_num_batched_tokens"] = sched.max_num_batched_tokens
-    info["max_num_seqs"] = sched.max_num_seqs
+    info = eng.info()  # includes the scheduler's resolved limits (vllm_compat.scheduler_facts)
     run.add("main_engine", info)
     return Main(eng, info, TokenPrompts(eng.tokenizer(), run.conf.seed))
 
@@ -822,7 +828,9 @@ def capacity(run: SectionRun, main: Main | None) -> Table:
         timings = [request_timing(o) for o in outs]
         done = sum(1 for o in outs if len(o.outputs[0].token_ids) == c.capacity_output_len)
         rows.append({"seq_len": n, "kv_max_concurrent_seqs": fit, "batch_run": batch, "completed": done,
-                     "preemptions": int(sum(t["preemptions"] or 0 for t in timings)),
+                     # None (not reported by this vLLM) stays None: it is not zero preemptions.
+                     "preemptions": None if any(t["preemptions"] is None for t in timings)
+                     else int(sum(t["preemptions"] for t in timings)),
                      "kv_fraction_used": batch * math.ceil(n / bs) / blocks, "elapsed_s": wall,
                      "output_tok_per_s": batch * c.capacity_output_len / wall,
                      "rss_after_bytes": after, "rss_delta_bytes": after - before,

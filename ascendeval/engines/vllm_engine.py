@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import vllm_compat
 from .base import Engine, Generation, Sampling, Timing
 
 
@@ -123,39 +124,26 @@ class VLLMEngine(Engine):
 
     def metrics(self) -> dict[str, Any]:
         """The engine's own counters (prefix cache, spec decode, ...) as {name: value}."""
-        out: dict[str, Any] = {}
-        for m in self.llm.get_metrics():
-            value = getattr(m, "value", None)
-            if value is None and hasattr(m, "values"):
-                value = list(m.values)
-            if value is None and hasattr(m, "count"):
-                value = {"count": m.count, "sum": getattr(m, "sum", None)}
-            key = m.name + ("" if not m.labels else "{" + ",".join(f"{k}={v}" for k, v in sorted(m.labels.items())
-                                                                     if k not in ("model_name", "engine")) + "}")
-            out[key] = value
-        return out
+        return vllm_compat.metrics_snapshot(self.llm)[0]
 
     def info(self) -> dict[str, Any]:
-        cfg = self.llm.llm_engine.vllm_config
-        cache = cfg.cache_config
-        blocks = cache.num_gpu_blocks
-        kv_tokens = getattr(cache, "kv_cache_size_tokens", None) or (blocks * cache.block_size if blocks else None)
-        max_conc = getattr(cache, "kv_cache_max_concurrency", None)
-        if max_conc is None and kv_tokens:
-            max_conc = kv_tokens / cfg.model_config.max_model_len
+        """What the engine resolved (not what the params asked): dtype, lengths, KV cache, graph mode."""
+        cfg = vllm_compat.vllm_config(self.llm)
+        model = getattr(cfg, "model_config", None)
+        graph = vllm_compat.compilation_facts(cfg)
         return {
             "engine": "vllm",
+            "vllm_version": vllm_compat.vllm_version(),
             "load_s": self.load_s,
-            "dtype": str(cfg.model_config.dtype).replace("torch.", ""),
-            "max_model_len": cfg.model_config.max_model_len,
-            "enforce_eager": cfg.model_config.enforce_eager,
-            "enable_prefix_caching": cache.enable_prefix_caching,
-            "block_size": cache.block_size,
-            "kv_cache_blocks": blocks,
-            "kv_cache_tokens": kv_tokens,
-            "kv_cache_max_concurrency": max_conc,
-            "device": cfg.device_config.device_type,
-            "tensor_parallel_size": cfg.parallel_config.tensor_parallel_size,
+            "dtype": str(getattr(model, "dtype", None)).replace("torch.", ""),
+            "max_model_len": getattr(model, "max_model_len", None),
+            "enforce_eager": graph["enforce_eager"],
+            "compilation_mode": graph["compilation_mode"],
+            "cudagraph_mode": graph["cudagraph_mode"],
+            **vllm_compat.cache_facts(cfg),
+            **vllm_compat.scheduler_facts(cfg),
+            "device": getattr(getattr(cfg, "device_config", None), "device_type", None),
+            "tensor_parallel_size": getattr(getattr(cfg, "parallel_config", None), "tensor_parallel_size", None),
         }
 
     def close(self) -> None:
