@@ -376,6 +376,97 @@ def parse_nvidia_smi_csv(text: str) -> list[dict[str, Any]]:
     return out
 
 
+# --------------------------------------------------------------------------- engine processes
+
+NVIDIA_SMI_APPS_QUERY = "pid,process_name,used_memory"
+MIB = 1024 * 1024  # npu-smi labels its figures MB; they are MiB (a 64 GiB 910B reads 65536)
+
+
+def engine_process_env(kind: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment an engine process needs on this device kind; the params' `target.env` wins.
+
+    On npu vLLM's workers must be spawned: vLLM forks them unless CUDA/XPU is initialised, and
+    torch_npu refuses to work in a forked child once the parent has touched the device ("Cannot
+    re-initialize NPU in forked subprocess"). vllm-ascend's own CI sets the same variable."""
+    out = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if kind == "npu" else {}
+    out.update(env or {})
+    return out
+
+
+def process_tree_pids(root: int | None = None) -> list[int]:
+    """This process (or `root`) and all its descendants: where vLLM's engine core and workers run."""
+    import psutil  # noqa: PLC0415
+
+    try:
+        proc = psutil.Process(root) if root else psutil.Process()
+        return [proc.pid] + [c.pid for c in proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _default_tool(args: list[str]) -> tuple[str | None, str | None]:
+    from .env import _run_tool  # noqa: PLC0415 - env imports this module
+
+    return _run_tool(args)
+
+
+def engine_device_memory(kind: str, pids: Iterable[int],
+                         run_tool: Callable[[list[str]], tuple[str | None, str | None]] | None = None
+                         ) -> dict[str, Any]:
+    """Device memory held by the engine's processes, read from the device tool's process table.
+
+    The notebook process holds no model on npu/cuda (vLLM's workers do), so torch's allocator
+    counters there read ~0; `npu-smi info` and `nvidia-smi --query-compute-apps` list memory per
+    process. Nothing here touches the device from this process (no torch_npu initialisation,
+    which would break a later fork). Also returned: memory in use on the whole device(s), all
+    processes, which is what a reader can compare with when the PIDs do not match (the tool runs
+    outside a container's PID namespace and prints host PIDs).
+    """
+    tool = run_tool or _default_tool
+    want = set(pids)
+    out: dict[str, Any] = {"engine_device_memory_bytes": None, "device_used_bytes": None,
+                           "device_total_bytes": None, "source": None, "matched_pids": [], "reason": None}
+    if kind == "npu":
+        text, why = tool(["npu-smi", "info"])
+        out["source"] = "npu-smi info (process table)"
+        if text is None:
+            out["reason"] = why
+            return out
+        rows = [{"pid": r["pid"], "mib": r["memory_mb"]} for r in parse_npu_smi_processes(text)]
+        chips = parse_npu_smi_info(text)
+        used = [c.get("hbm_used_mb") if c.get("hbm_used_mb") is not None else c.get("memory_used_mb") for c in chips]
+        total = [c.get("hbm_total_mb") if c.get("hbm_total_mb") is not None else c.get("memory_total_mb") for c in chips]
+    elif kind == "cuda":
+        text, why = tool(["nvidia-smi", f"--query-compute-apps={NVIDIA_SMI_APPS_QUERY}", "--format=csv"])
+        out["source"] = "nvidia-smi --query-compute-apps"
+        if text is None:
+            out["reason"] = why
+            return out
+        rows = [{"pid": r.get("pid"), "mib": r.get("used_gpu_memory_mib", r.get("used_memory_mib"))}
+                for r in parse_nvidia_smi_csv(text)]
+        gpus_text, _ = tool(["nvidia-smi", "--query-gpu=index,memory.used,memory.total", "--format=csv"])
+        gpus = parse_nvidia_smi_csv(gpus_text or "")
+        used = [g.get("memory_used_mib") for g in gpus]
+        total = [g.get("memory_total_mib") for g in gpus]
+    else:
+        out["reason"] = "the CPU has no device memory: see the process tree's RSS"
+        return out
+    if used and all(isinstance(u, (int, float)) for u in used):
+        out["device_used_bytes"] = int(sum(used) * MIB)
+    if total and all(isinstance(t, (int, float)) for t in total):
+        out["device_total_bytes"] = int(sum(total) * MIB)
+    mine = [r for r in rows if str(r["pid"]).isdigit() and int(r["pid"]) in want and isinstance(r["mib"], (int, float))]
+    if mine:
+        out["engine_device_memory_bytes"] = int(sum(r["mib"] for r in mine) * MIB)
+        out["matched_pids"] = sorted({int(r["pid"]) for r in mine})
+    elif rows:
+        out["reason"] = (f"{len(rows)} process(es) hold device memory, none of them in this process tree "
+                         "(inside a container the tool may print host PIDs); see device_used_bytes")
+    else:
+        out["reason"] = "the tool lists no process on the device"
+    return out
+
+
 # --------------------------------------------------------------------------- roofline probes
 
 _DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from . import device as device_mod
 from . import loadgen, metrics, records
 from .context import SectionRun, SectionSkipped
 from .engines import Engine, Sampling
@@ -552,11 +553,15 @@ def memory(run: SectionRun, pe: PerfEngine | None, p: Plan) -> MemoryResult:
     }
     v.update(process_tree_peak_rss_bytes())
     if run.cfg.target.device != "cpu":
-        from .device import Device
-
-        dev = Device(run.cfg.target.device)
-        v["device_peak_allocated_bytes"] = dev.peak_memory_bytes()
-        v["device_total_bytes"] = dev.total_memory_bytes()
+        # The engine's workers hold the model, not this process: read their rows of the device
+        # tool's process table. Never torch.npu/torch.cuda here: it would read this process's ~0,
+        # and initialising the NPU in this process breaks every later forked worker.
+        dm = device_mod.engine_device_memory(run.cfg.target.device, device_mod.process_tree_pids())
+        v["engine_device_memory_bytes"] = dm["engine_device_memory_bytes"]
+        v["device_used_bytes"] = dm["device_used_bytes"]
+        v["device_total_bytes"] = dm["device_total_bytes"]
+        v["device_memory_source"] = dm["source"]
+        v["device_memory_reason"] = dm["reason"]
     run.add("memory", v)
     return MemoryResult(v)
 

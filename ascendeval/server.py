@@ -215,6 +215,7 @@ def _install_handlers() -> None:
 def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **overrides: Any) -> Server:
     """A (not yet started) server for the params: vLLM with the same settings as the offline
     engine, or SGLang. `overrides` change vLLM engine args for this server only."""
+    from .device import engine_process_env
     from .engines.vllm_engine import engine_kwargs
 
     paths.set_engine_cache_env()
@@ -226,4 +227,5 @@ def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **override
         kwargs = engine_kwargs(cfg.target, cfg.model, **overrides)
         cmd = vllm_command(str(model_path), port, kwargs, served_name=name, extra_args=cfg.server.extra_args)
     log = Path(log_dir) / f"server-{cfg.server.kind}-{port}.log"
-    return Server(cmd, log, env=dict(cfg.target.env), startup_timeout_s=cfg.server.startup_timeout_s, port=port)
+    env = engine_process_env(cfg.target.device, cfg.target.env)
+    return Server(cmd, log, env=env, startup_timeout_s=cfg.server.startup_timeout_s, port=port)

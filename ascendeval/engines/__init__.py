@@ -33,7 +33,10 @@ def create(cfg: Any, model_path: str | Path | None = None, *, engine: str | None
     if name in ("hf", "vllm"):
         # `target.env` is for engines as well as servers; an in-process engine reads it from this
         # process's environment (vLLM reads its variables when they are used, not at import).
-        os.environ.update(cfg.target.env)
+        # On npu this also makes vLLM spawn its workers (device.engine_process_env says why).
+        from ..device import engine_process_env
+
+        os.environ.update(engine_process_env(device or cfg.target.device, cfg.target.env))
     if name == "hf":
         from .hf_engine import HFEngine
 

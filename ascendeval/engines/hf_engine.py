@@ -30,12 +30,18 @@ class _StepClock:
 
     transformers calls logits processors once per generated token, right after the forward pass
     that produced it, so the first call marks the first token (TTFT) and the gaps are ITLs.
+    On cuda/npu the forward pass is only queued when the processor runs: without `sync` the
+    stamp would fall before the prefill finished and its time would land in the first gap, so
+    the device is synchronised before each stamp (one sync per token; the CPU needs none).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Any = None) -> None:
         self.times: list[float] = []
+        self._sync = sync
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self._sync is not None:
+            self._sync()
         self.times.append(time.perf_counter())
         return scores
 
@@ -71,13 +77,16 @@ class HFEngine(Engine):
             return list(self._tok(prompt, add_special_tokens=True)["input_ids"])
         return list(prompt)
 
-    def _sync(self) -> None:
+    def _backend(self) -> Any:
+        """torch.cuda / torch.npu for an accelerator, None on the CPU (nothing to wait for)."""
         import torch
 
-        if self.device_kind == "cuda":
-            torch.cuda.synchronize()
-        elif self.device_kind == "npu":
-            torch.npu.synchronize()  # type: ignore[attr-defined]
+        return {"cuda": getattr(torch, "cuda", None), "npu": getattr(torch, "npu", None)}.get(self.device_kind)
+
+    def _sync(self) -> None:
+        backend = self._backend()
+        if backend is not None:
+            backend.synchronize()
 
     @staticmethod
     def _topk(logprobs_row: Any, k: int, must_include: int | None = None) -> dict[int, float]:
@@ -102,7 +111,7 @@ class HFEngine(Engine):
         from transformers import LogitsProcessorList
 
         ids = self._encode(prompt)
-        clock = _StepClock()
+        clock = _StepClock(self._sync if self._backend() is not None else None)
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_tokens,
             do_sample=sampling.temperature > 0,
@@ -194,7 +203,6 @@ class HFEngine(Engine):
 
         self.model = None  # type: ignore[assignment]
         gc.collect()
-        if self.device_kind == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        backend = self._backend()
+        if backend is not None:  # give the cached blocks back (cuda and npu alike)
+            backend.empty_cache()

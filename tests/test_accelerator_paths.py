@@ -1,0 +1,163 @@
+"""NPU / CUDA paths proved without the hardware: the torch_npu stand-in (tests/standins) behaves
+like the real one where it matters (lazy init, refusal in a fork after init, per-process memory
+counters), and the workbook is checked through it and through recorded real tool output."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ascendeval import config, device, perf, server
+from ascendeval.engines import Sampling
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDINS = Path(__file__).parent / "standins"
+NPU_SMI_910B3 = (Path(__file__).parent / "fixtures/npu-smi/910b3_8npu_vllm-ascend-5876.txt").read_text()
+
+
+@pytest.fixture
+def torch_npu_standin(monkeypatch):
+    """Import the stand-in torch_npu; restore torch.npu afterwards."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(STANDINS))
+    had = getattr(torch, "npu", None)
+    sys.modules.pop("torch_npu", None)
+    import torch_npu  # noqa: F401
+
+    torch.npu._state.initialized = False
+    torch.npu._state.in_bad_fork = False
+    yield torch.npu
+    sys.modules.pop("torch_npu", None)
+    sys.modules.pop("torch.npu", None)
+    if had is None:
+        del torch.npu
+    else:
+        torch.npu = had
+
+
+# --------------------------------------------------------------------------- the stand-in itself
+
+
+def test_standin_refuses_a_fork_after_init_like_torch_npu(torch_npu_standin):
+    assert not torch_npu_standin.is_initialized()
+    torch_npu_standin.device_count()  # does not initialise
+    assert not torch_npu_standin.is_initialized()
+    torch_npu_standin.synchronize()
+    assert torch_npu_standin.is_initialized()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            torch_npu_standin.synchronize()
+            os.write(w, b"ok")
+        except RuntimeError as exc:
+            os.write(w, str(exc).encode())
+        os._exit(0)
+    os.close(w)
+    message = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    assert message.startswith("Cannot re-initialize NPU in forked subprocess")
+
+
+# --------------------------------------------------------------------------- fork after init
+
+
+def test_npu_engines_spawn_their_workers(tmp_path):
+    assert device.engine_process_env("npu")["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    assert device.engine_process_env("cuda") == {} and device.engine_process_env("cpu") == {}
+    # the params' own choice wins
+    assert device.engine_process_env("npu", {"VLLM_WORKER_MULTIPROC_METHOD": "fork"}) == {
+        "VLLM_WORKER_MULTIPROC_METHOD": "fork"}
+    cfg = config.load(ROOT / "params/qwen2-0.5b-ascend.yaml")
+    srv = server.for_config(cfg, tmp_path / "model", tmp_path)
+    assert srv.env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    for key, value in cfg.target.env.items():
+        assert srv.env[key] == value
+
+
+def _memory_step(kind: str):
+    run = SimpleNamespace(cfg=SimpleNamespace(target=SimpleNamespace(device=kind)), added={})
+    run.add = lambda key, value: run.added.__setitem__(key, value)
+    pe = SimpleNamespace(info={"kv_cache_tokens": 1000}, max_model_len=4096)
+    plan = SimpleNamespace(model_facts={"weights_bytes": 10})
+    return perf.memory(run, pe, plan).values
+
+
+def test_memory_step_reads_the_engine_processes_and_never_touches_the_npu(torch_npu_standin, monkeypatch):
+    calls = []
+
+    def tool(args):
+        calls.append(args)
+        return NPU_SMI_910B3, None
+
+    monkeypatch.setattr(device, "_default_tool", tool)
+    # the engine's worker processes (pids as npu-smi printed them on the recorded host)
+    monkeypatch.setattr(device, "process_tree_pids", lambda root=None: [os.getpid(), 71867, 71868])
+    v = _memory_step("npu")
+    assert calls == [["npu-smi", "info"]]
+    assert v["engine_device_memory_bytes"] == 2 * 55278 * 1024**2
+    assert v["device_total_bytes"] is not None and v["device_used_bytes"] >= v["engine_device_memory_bytes"]
+    assert v["device_memory_reason"] is None
+    assert not torch_npu_standin.is_initialized(), "the notebook process initialised the NPU"
+
+
+def test_memory_step_says_why_when_no_pid_matches(monkeypatch):
+    monkeypatch.setattr(device, "_default_tool", lambda args: (NPU_SMI_910B3, None))
+    monkeypatch.setattr(device, "process_tree_pids", lambda root=None: [1])
+    v = _memory_step("npu")
+    assert v["engine_device_memory_bytes"] is None
+    assert "none of them in this process tree" in v["device_memory_reason"]
+    assert v["device_used_bytes"] > 0  # the whole-device figure is still there, labelled as such
+
+
+def test_memory_step_without_the_tool(monkeypatch):
+    monkeypatch.setattr(device, "_default_tool", lambda args: (None, "npu-smi not found on PATH"))
+    v = _memory_step("npu")
+    assert v["engine_device_memory_bytes"] is None and v["device_memory_reason"] == "npu-smi not found on PATH"
+
+
+# --------------------------------------------------------------------------- hf timings on a device
+
+
+class _QueuedBackend:
+    """A device whose work finishes only when synchronised: the first sync after the prompt
+    waits out the prefill (80 ms), later ones one decode step (2 ms)."""
+
+    def __init__(self):
+        self.syncs = 0
+        self.emptied = 0
+
+    def synchronize(self, *_):
+        self.syncs += 1
+        # sync 1 is before t0 (nothing queued); sync 2 is the first token's stamp: the prefill
+        time.sleep({1: 0.0, 2: 0.08}.get(self.syncs, 0.002))
+
+    def empty_cache(self):
+        self.emptied += 1
+
+
+def test_hf_engine_synchronises_before_every_stamp(monkeypatch):
+    from ascendeval import builtin_models
+    from ascendeval.engines.hf_engine import HFEngine
+
+    eng = HFEngine(builtin_models.ensure("tiny-qwen2-untrained"), device="cpu", dtype="float32")
+    backend = _QueuedBackend()
+    eng.device_kind = "npu"  # tensors stay on the CPU; the device clock is the stand-in's
+    monkeypatch.setattr(eng, "_backend", lambda: backend)
+    gen = eng.generate([[5, 6, 7, 8]], Sampling(max_tokens=6, ignore_eos=True))[0]
+    n = len(gen.token_ids)
+    assert n == 6
+    assert backend.syncs == n + 2  # before t0, once per token, after generate
+    times = gen.extra["token_times_s"]
+    # the queued prefill is inside TTFT, not in the first inter-token gap
+    assert gen.timing.ttft_s >= 0.08
+    assert max(b - a for a, b in zip(times, times[1:])) < 0.08
+    eng.close()
+    assert backend.emptied == 1  # cached memory released on npu too
