@@ -198,6 +198,40 @@ def nvidia_smi() -> dict[str, Any]:
     return {"present": True, "reason": None, "gpus": parse_nvidia_smi_csv(out)}
 
 
+# --------------------------------------------------------------------------- params advisories
+
+VLLM_ASCEND_ENVS = Path(__file__).parent / "data" / "vllm_ascend_envs.json"
+
+
+def params_advisories(cfg: Any) -> list[str]:
+    """Settings in the params that are accepted but do nothing on the target, one line each.
+
+    `VLLM_ASCEND_*` variables are checked against the list vllm-ascend's `envs.py` reads (recorded
+    in data/vllm_ascend_envs.json with the release it came from): a misspelled or invented one
+    (e.g. VLLM_ASCEND_MODE) is silently ignored by vllm-ascend, so the run would not be what the
+    params say."""
+    import json  # noqa: PLC0415
+
+    out: list[str] = []
+    names = [k for k in cfg.target.env if k.startswith("VLLM_ASCEND_")]
+    if names:
+        known = json.loads(VLLM_ASCEND_ENVS.read_text(encoding="utf-8"))
+        for k in names:
+            if k not in known["names"]:
+                out.append(f"target.env.{k}: vllm-ascend reads no such variable (checked against "
+                           f"vllm_ascend/envs.py {known['version']}); it has no effect")
+    return out
+
+
+def params_advisories_step(run: Any):
+    """Record the params' advisories (see `params_advisories`) and return them as a table."""
+    import pandas as pd  # noqa: PLC0415
+
+    lines = params_advisories(run.cfg)
+    run.add("params_advisories", lines)
+    return pd.DataFrame({"advisory": lines or ["none: every setting in the params applies to this target"]})
+
+
 # --------------------------------------------------------------------------- OS / CPU / memory
 
 

@@ -83,6 +83,9 @@ def sglang_command(model_path: str, port: int, cfg: Any, host: str = "127.0.0.1"
         cmd.append("--trust-remote-code")
     if cfg.model.max_model_len:
         cmd += ["--context-length", str(cfg.model.max_model_len)]
+    if cfg.target.gpu_memory_utilization is not None:
+        # SGLang's name for the share of device memory for weights + KV cache
+        cmd += ["--mem-fraction-static", str(cfg.target.gpu_memory_utilization)]
     if cfg.target.device == "npu":
         cmd += ["--device", "npu", "--attention-backend", "ascend"]
     return cmd + list(cfg.server.extra_args)

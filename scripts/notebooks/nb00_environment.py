@@ -31,6 +31,10 @@ print(f"target: {run.cfg.target.engine}/{run.cfg.target.device} x{run.cfg.target
 probe = run.step("probe", env.probe)
 run.show("probe", env.software_table(probe))
 """),
+    md("Settings in the params that are accepted but have no effect on this target:"),
+    code("""
+run.show("params_advisories", run.step("params_advisories", env.params_advisories_step, run))
+"""),
     md("## Hardware"),
     code("""
 run.show("probe", env.hardware_table(probe))
