@@ -113,12 +113,14 @@ class ReportConfig(_Strict):
 class EnvironmentConfig(_Strict):
     enabled: bool = True
     probes: bool = Field(True, description="run the memory-bandwidth and matmul probes (roofline inputs)")
-    bandwidth_mib: int = Field(
-        128, gt=0, description="buffer of the bandwidth probe; keep well above the last-level cache (e.g. 1024 on NPU/GPU)"
+    bandwidth_mib: int | None = Field(
+        None, gt=0, description="buffer of the bandwidth probe, well above the last-level cache; "
+        "default per device: 128 on CPU, 2048 on NPU/GPU"
     )
-    matmul_sizes: list[int] = Field(
-        default_factory=lambda: [256, 512, 1024, 2048],
-        description="square matmul sizes, run smallest first; larger ones are skipped when they do not fit the budget",
+    matmul_sizes: list[int] | None = Field(
+        None,
+        description="square matmul sizes, run smallest first; larger ones are skipped when they do not fit the budget; "
+        "default per device: 256-2048 on CPU, 1024-16384 on NPU/GPU",
     )
     matmul_dtypes: list[Literal["float32", "bfloat16", "float16"]] = Field(default_factory=lambda: ["float32", "bfloat16"])
     matmul_budget_s: float = Field(12.0, gt=0, description="wall-time budget of the matmul probe, shared by the dtypes")
@@ -126,8 +128,8 @@ class EnvironmentConfig(_Strict):
 
     @field_validator("matmul_sizes")
     @classmethod
-    def _sizes_positive(cls, v: list[int]) -> list[int]:
-        if not v or min(v) <= 0:
+    def _sizes_positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) <= 0):
             raise ValueError("must be a non-empty list of positive integers, e.g. [256, 512, 1024]")
         return v
 

@@ -487,6 +487,38 @@ def _timed(dev: Device, fn: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
+# Probe sizes per device kind. A CPU's last-level cache is tens of MiB and its bf16 matmul may run
+# below 1 GFLOP/s, so small shapes; an NPU/GPU has 50-100 MiB of L2 and reaches its matmul peak
+# only at n >= 4096, so a 128 MiB buffer and n <= 2048 would understate both ceilings.
+PROBE_DEFAULTS = {
+    "cpu": {"bandwidth_mib": 128, "matmul_sizes": [256, 512, 1024, 2048]},
+    "cuda": {"bandwidth_mib": 2048, "matmul_sizes": [1024, 2048, 4096, 8192, 16384]},
+    "npu": {"bandwidth_mib": 2048, "matmul_sizes": [1024, 2048, 4096, 8192, 16384]},
+}
+DEVICE_PEAKS = Path(__file__).parent / "data" / "device_peaks.json"
+
+
+def probe_sizes(kind: str, bandwidth_mib: int | None = None, matmul_sizes: list[int] | None = None
+                ) -> dict[str, Any]:
+    """The probe sizes to use: the params' where given, else the device kind's defaults."""
+    d = PROBE_DEFAULTS[kind]
+    return {"bandwidth_mib": bandwidth_mib or d["bandwidth_mib"], "matmul_sizes": list(matmul_sizes or d["matmul_sizes"]),
+            "sized_by": "params" if bandwidth_mib or matmul_sizes else f"defaults for {kind}"}
+
+
+def datasheet_peak(device_name: str | None) -> dict[str, Any] | None:
+    """The vendor's datasheet peaks for a device name as nvidia-smi / torch print it, or None
+    where no sourced figure is recorded (data/device_peaks.json; first match wins)."""
+    if not device_name:
+        return None
+    import json  # noqa: PLC0415
+
+    for entry in json.loads(DEVICE_PEAKS.read_text(encoding="utf-8"))["devices"]:
+        if entry["match"].lower() in device_name.lower():
+            return dict(entry)
+    return None
+
+
 def measure_bandwidth(device: Device | str = "cpu", mib: int = 256, repeats: int = 5) -> dict[str, Any]:
     """Device-memory bandwidth from a large float32 buffer, median of `repeats`.
 

@@ -402,23 +402,26 @@ def target_device_info(run) -> dict[str, Any]:
 
 def bandwidth_probe(run) -> dict[str, Any]:
     from .context import SectionSkipped  # noqa: PLC0415
-    from .device import measure_bandwidth  # noqa: PLC0415
+    from .device import measure_bandwidth, probe_sizes  # noqa: PLC0415
 
     conf = run.conf
     if not conf.probes:
         raise SectionSkipped("probes disabled (sections.environment.probes: false)")
-    return measure_bandwidth(run.cfg.target.device, conf.bandwidth_mib, conf.probe_repeats)
+    sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
+    return {**measure_bandwidth(run.cfg.target.device, sizes["bandwidth_mib"], conf.probe_repeats),
+            "sized_by": sizes["sized_by"]}
 
 
 def matmul_probe(run) -> dict[str, Any]:
     from .context import SectionSkipped  # noqa: PLC0415
-    from .device import measure_matmul  # noqa: PLC0415
+    from .device import measure_matmul, probe_sizes  # noqa: PLC0415
 
     conf = run.conf
     if not conf.probes:
         raise SectionSkipped("probes disabled (sections.environment.probes: false)")
-    return measure_matmul(run.cfg.target.device, conf.matmul_sizes, conf.matmul_dtypes, conf.probe_repeats,
-                          conf.matmul_budget_s)
+    sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
+    return {**measure_matmul(run.cfg.target.device, sizes["matmul_sizes"], conf.matmul_dtypes, conf.probe_repeats,
+                             conf.matmul_budget_s), "sized_by": sizes["sized_by"]}
 
 
 def roofline_inputs(bw: dict[str, Any] | None, mm: dict[str, Any] | None) -> dict[str, Any]:
@@ -429,6 +432,14 @@ def roofline_inputs(bw: dict[str, Any] | None, mm: dict[str, Any] | None) -> dic
     for short in ("fp32", "bf16", "fp16"):
         out[f"matmul_{short}_tflops"] = (mm or {}).get(f"matmul_{short}_tflops")
         out[f"matmul_{short}_best_size"] = (mm or {}).get(f"matmul_{short}_best_size")
+    # The vendor's figure beside the measured one, for context only: the measured ceiling is the
+    # one every utilisation ratio divides by.
+    from .device import datasheet_peak  # noqa: PLC0415
+
+    peak = datasheet_peak(out["device_name"]) if out["device"] != "cpu" else None
+    out["datasheet_bf16_tflops"] = peak["bf16_tflops"] if peak else None
+    out["datasheet_memory_bandwidth_gbps"] = peak["memory_bandwidth_gbps"] if peak else None
+    out["datasheet_source"] = peak["source"] if peak else None
     return out
 
 

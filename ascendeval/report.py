@@ -246,6 +246,8 @@ METRIC_LABELS: dict[str, dict[str, str]] = {
         "kv_cache_max_concurrency": "Max concurrent full-length requests",
         "max_model_len_tokens": "Max model length (tokens)",
         "peak_rss_bytes": "Peak process memory",
+        "datasheet_bf16_tflops": "Datasheet BF16 peak (TFLOP/s, vendor)",
+        "datasheet_memory_bandwidth_gbps": "Datasheet memory bandwidth (GB/s, vendor)",
         "engine_device_memory_bytes": "Device memory held by the engine's processes",
         "device_used_bytes": "Device memory in use (whole device, all processes)",
         "device_total_bytes": "Device memory capacity",
@@ -308,6 +310,8 @@ METRIC_LABELS: dict[str, dict[str, str]] = {
         "kv_cache_max_concurrency": "满长度请求最大并发数",
         "max_model_len_tokens": "最大序列长度 (tokens)",
         "peak_rss_bytes": "进程峰值内存",
+        "datasheet_bf16_tflops": "厂商标称 BF16 峰值 (TFLOP/s)",
+        "datasheet_memory_bandwidth_gbps": "厂商标称内存带宽 (GB/s)",
         "engine_device_memory_bytes": "推理引擎进程占用的设备内存",
         "device_used_bytes": "设备已用内存（整卡，所有进程）",
         "device_total_bytes": "设备内存容量",
@@ -892,6 +896,9 @@ def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
     for k in ("copy_bandwidth_gbps", "matmul_fp32_tflops", "matmul_bf16_tflops"):
         if roof.get(k) is not None:
             rows.append((metric_label(k, lang), fmt(roof[k], k), "probe"))
+    for k in ("datasheet_bf16_tflops", "datasheet_memory_bandwidth_gbps"):
+        if roof.get(k) is not None:
+            rows.append((metric_label(k, lang), fmt(roof[k], k), roof.get("datasheet_source") or ""))
     git = d.any_record().get("git_hash")
     if git:
         rows.append(("ascendeval", git, ""))

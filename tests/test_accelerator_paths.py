@@ -190,3 +190,25 @@ def test_sglang_gets_the_memory_fraction_and_the_14b_fits_its_cards():
     weights_per_card = 14.8e9 * 2 / cfg.target.count
     assert weights_per_card < 0.85 * 32e9 * 0.75, "fp16 weights leave under a quarter of the card for KV cache"
     assert cmd[cmd.index("--tp-size") + 1] == str(cfg.target.count)
+
+
+# --------------------------------------------------------------------------- roofline sizing
+
+
+def test_probe_sizes_per_device_and_datasheet_beside_the_measured():
+    from ascendeval import env
+
+    assert device.probe_sizes("cpu")["bandwidth_mib"] == 128
+    for kind in ("npu", "cuda"):
+        s = device.probe_sizes(kind)
+        assert s["bandwidth_mib"] >= 1024 and max(s["matmul_sizes"]) >= 8192 and s["sized_by"] == f"defaults for {kind}"
+    assert device.probe_sizes("npu", 512, None)["bandwidth_mib"] == 512
+    # names as nvidia-smi prints them (tests/fixtures/nvidia-smi)
+    assert device.datasheet_peak("NVIDIA H200")["memory_bandwidth_gbps"] == 4800
+    assert device.datasheet_peak("NVIDIA H100 80GB HBM3")["bf16_tflops"] == 989
+    assert device.datasheet_peak("NVIDIA H100 PCIe")["bf16_tflops"] == 756
+    assert device.datasheet_peak("Ascend910B3") is None  # no sourced figure: absent, never guessed
+    roof = env.roofline_inputs({"device": "cuda", "device_name": "NVIDIA H200", "copy_bandwidth_gbps": 3900.0}, None)
+    assert roof["copy_bandwidth_gbps"] == 3900.0 and roof["datasheet_memory_bandwidth_gbps"] == 4800
+    assert "datasheet" in roof["datasheet_source"]
+    assert env.roofline_inputs({"device": "cpu", "device_name": "x"}, None)["datasheet_bf16_tflops"] is None
