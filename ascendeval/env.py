@@ -215,12 +215,27 @@ def params_advisories(cfg: Any) -> list[str]:
     out: list[str] = []
     names = [k for k in cfg.target.env if k.startswith("VLLM_ASCEND_")]
     if names:
-        known = json.loads(VLLM_ASCEND_ENVS.read_text(encoding="utf-8"))
+        known = installed_vllm_ascend_envs() or json.loads(VLLM_ASCEND_ENVS.read_text(encoding="utf-8"))
         for k in names:
             if k not in known["names"]:
                 out.append(f"target.env.{k}: vllm-ascend reads no such variable (checked against "
                            f"vllm_ascend/envs.py {known['version']}); it has no effect")
     return out
+
+
+def installed_vllm_ascend_envs() -> dict[str, Any] | None:
+    """The variables the installed vllm-ascend reads (its `envs.env_variables`), or None where it
+    is not installed. The list changes between releases (32 names in v0.11.0, 19 in v0.25.1rc1),
+    so on an Ascend host the installed release is the authority, the recorded list the fallback."""
+    version, _ = package_version(("vllm-ascend", "vllm_ascend"))
+    if version is None:
+        return None
+    try:
+        from vllm_ascend import envs  # noqa: PLC0415 - plain os.environ lookups, no device access
+
+        return {"names": sorted(envs.env_variables), "version": f"{version} (installed)"}
+    except Exception:  # noqa: BLE001 - a broken install falls back to the recorded list
+        return None
 
 
 def params_advisories_step(run: Any):

@@ -444,9 +444,15 @@ def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
 def scrape_metrics(base_url: str) -> dict[str, Any]:
     """Counters of a served vLLM from its Prometheus /metrics (same names as get_metrics())."""
     import httpx
+
+    return metrics_counters(httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text)
+
+
+def metrics_counters(text: str) -> dict[str, Any]:
+    """The `_total` counters of a Prometheus /metrics page as {name{labels}: value}; the model and
+    engine labels dropped, spec-decode acceptance per position as a list."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text
     out: dict[str, Any] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

@@ -87,6 +87,26 @@ def _imported_names(tree: ast.AST) -> dict[str, str]:
     return out
 
 
+def register_platform_ops(device: str) -> tuple[bool, str]:
+    """Put the platform's out-of-tree custom ops into this process's `op_registry_oot`.
+
+    vllm-ascend registers its ops (AscendRMSNorm, AscendSiluAndMul, AscendRotaryEmbedding, the
+    parallel linears, ...) only inside its worker (`NPUWorker.__init__` calls
+    `vllm_ascend.utils.register_ascend_customop`), so a scan in the notebook process would see an
+    empty registry and report every vLLM custom op as a native fallback. The same function is
+    called here; it only fills the registry (no device access). Returns (registered, how)."""
+    if device != "npu":
+        return True, f"in-tree: vLLM's own {FORWARD_METHOD[device]} (no out-of-tree platform for {device})"
+    try:
+        from vllm_ascend.utils import register_ascend_customop
+
+        register_ascend_customop()
+    except Exception as exc:  # noqa: BLE001 - not installed here, or it failed: say so, do not guess
+        return False, (f"vllm_ascend's custom ops could not be registered ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:160] if str(exc) else ''}): their NPU implementation is unknown")
+    return True, "registered with vllm_ascend.utils.register_ascend_customop (as vllm-ascend's worker does)"
+
+
 def custom_op_impl(cls: type, device: str) -> tuple[str, str]:
     """(implementation, status) of a vLLM CustomOp class on `device`, as `dispatch_forward` picks it.
 
@@ -109,8 +129,10 @@ def custom_op_impl(cls: type, device: str) -> tuple[str, str]:
     return f"{prefix}no {method} / forward_native", "missing"
 
 
-def scan_vllm_module(module_name: str, device: str) -> list[dict[str, Any]]:
-    """The vLLM layers the implementation imports, and each CustomOp's implementation on device."""
+def scan_vllm_module(module_name: str, device: str, platform_ops: bool = True) -> list[dict[str, Any]]:
+    """The vLLM layers the implementation imports, and each CustomOp's implementation on device.
+    `platform_ops` False: the platform's own ops could not be registered, so what replaces a
+    vLLM op on this device is unknown (never shown as a native fallback)."""
     spec = importlib.util.find_spec(module_name)
     if spec is None or not spec.origin:
         return [{"source": "vllm", "kind": "module", "name": module_name, "status": "missing",
@@ -139,6 +161,8 @@ def scan_vllm_module(module_name: str, device: str) -> list[dict[str, Any]]:
             continue
         if inspect.isclass(obj) and issubclass(obj, CustomOp):
             impl, status = custom_op_impl(obj, device)
+            if not platform_ops and status != "device kernel":
+                impl, status = f"{impl} unless the platform replaces it", "unknown"
             rows.append({"source": "vllm", "kind": "custom op", "name": getattr(obj, "name", attr), "where": mod_name,
                          "device_impl": impl, "status": status})
         elif inspect.isclass(obj) and issubclass(obj, PluggableLayer):
@@ -280,6 +304,41 @@ def trace_aten_ops(model_dir: Path, trust_remote_code: bool = False, seq_len: in
     return counts
 
 
+# The trace runs on the CPU, so it records the CPU backend's lowerings of some public ops. On the
+# device the public op lowers to that backend's own kernel (CUDA: flash / memory-efficient SDPA;
+# torch_npu: its fused attention), so these rows check the public op the model called.
+CPU_LOWERINGS = {
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "aten::scaled_dot_product_attention",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "aten::scaled_dot_product_attention",
+}
+_CPU_ONLY_MARKERS = ("_for_cpu", "mkldnn", "onednn")
+
+
+def device_view_of_cpu_trace(ops: dict[str, int], device: str
+                             ) -> tuple[dict[str, int], dict[str, list[str]], list[str]]:
+    """(ops as the device would run them, {public op: CPU lowerings it replaced}, CPU-only ops left
+    out). On the CPU the trace is the truth and nothing changes. Elsewhere a known CPU lowering is
+    replaced by its public op; any other CPU-only op (mkldnn/oneDNN, `*_for_cpu`) is left out and
+    named, because it cannot be what the device runs and asking the device's dispatcher about it
+    would print a false "no kernel"."""
+    if device == "cpu":
+        return dict(ops), {}, []
+    out: dict[str, int] = {}
+    remapped: dict[str, list[str]] = {}
+    left_out: list[str] = []
+    for op, n in ops.items():
+        base = op.split(".")[0]
+        if base in CPU_LOWERINGS:
+            public = CPU_LOWERINGS[base]
+            out[public] = out.get(public, 0) + n
+            remapped.setdefault(public, []).append(op)
+        elif any(m in base for m in _CPU_ONLY_MARKERS):
+            left_out.append(op)
+        else:
+            out[op] = out.get(op, 0) + n
+    return out, remapped, sorted(left_out)
+
+
 def has_kernel(op: str, key: str) -> bool | None:
     """Whether the dispatcher has a kernel for op at key (or a composite that works everywhere)."""
     import torch
@@ -311,12 +370,14 @@ def scan(model_dir: str | Path, device: str = "cpu", trace: bool = True, trust_r
 
     vllm_info = [dict(architecture=a, **vllm_architecture(a)) for a in archs]
     summary["vllm_architectures"] = vllm_info
+    platform_ok, summary["platform_custom_ops"] = (
+        register_platform_ops(device) if any(i["supported"] for i in vllm_info) else (True, None))
     for info in vllm_info:
         rows.append({"source": "vllm", "kind": "architecture", "name": info["architecture"],
                      "where": info.get("module"), "status": "supported" if info["supported"] else (
                          "unsupported" if info["supported"] is False else "unknown"), "detail": info.get("reason")})
         if info["supported"] and info.get("module"):
-            rows.extend(scan_vllm_module(info["module"], device))
+            rows.extend(scan_vllm_module(info["module"], device, platform_ok))
 
     for label, path in model_code_files(d, config):
         for r in scan_source(path.read_text(encoding="utf-8", errors="replace"), label):
@@ -331,12 +392,15 @@ def scan(model_dir: str | Path, device: str = "cpu", trace: bool = True, trust_r
             summary["aten_trace"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         else:
             key = DISPATCH_KEYS[device]
+            ops, remapped, left_out = device_view_of_cpu_trace(ops, device)
             for op, n in sorted(ops.items()):
                 k = has_kernel(op, key) if ok else None
+                detail = why if not ok else (f"traced on the CPU as {', '.join(remapped[op])}" if op in remapped else None)
                 rows.append({"source": "aten trace", "kind": "aten op", "name": op, "where": f"{n} calls",
                              "device_impl": key if k else None,
                              "status": "kernel" if k else ("no kernel" if k is False else "unknown"),
-                             "detail": None if ok else why})
+                             "detail": detail})
+            summary["aten_cpu_lowerings_left_out"] = left_out
             summary["aten_trace"] = "ok"
             summary["aten_ops"] = len(ops)
             summary["aten_ops_without_kernel"] = sum(1 for r in rows if r["source"] == "aten trace"

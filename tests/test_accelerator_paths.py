@@ -245,3 +245,112 @@ def test_module_form_where_vllm_has_no_metadata(monkeypatch):
     monkeypatch.setattr(md, "version", version)
     cmd = server.vllm_command("/models/q", 8000, {})
     assert cmd[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/q"]
+
+
+# --------------------------------------------------------------------------- recorded real tool output
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_tp4_workers_across_four_npus_sum_every_row(monkeypatch):
+    """vllm-ascend issue 5847: each TP worker holds ~27 GB on its own NPU and 134 MB of context on
+    NPU 0; the engine's device memory is every row of its processes, on every NPU."""
+    text = (FIXTURES / "npu-smi/910b4_4npu_tp4_named_procs_vllm-ascend-5847.txt").read_text()
+    out = device.engine_device_memory("npu", [2385578, 2385579, 2385580, 2385581], run_tool=lambda a: (text, None))
+    assert out["engine_device_memory_bytes"] == (27170 + 3 * 27160 + 3 * 134) * 1024**2
+    assert out["device_total_bytes"] == 4 * 32768 * 1024**2
+    assert out["matched_pids"] == [2385578, 2385579, 2385580, 2385581]
+
+
+def test_nvidia_compute_apps_by_pid():
+    apps = (FIXTURES / "nvidia-smi/compute_apps_h200x8_gpu_uuid_notfound_exp23.csv").read_text()
+    gpus = (FIXTURES / "nvidia-smi/query_gpu_index_uuid_mem_util_h200x8_exp23.csv").read_text()
+
+    def tool(args):
+        return (apps if args[1].startswith("--query-compute-apps") else gpus), None
+
+    out = device.engine_device_memory("cuda", [1328667, 1328668, 99], run_tool=tool)
+    assert out["engine_device_memory_bytes"] == (130004 + 130044) * 1024**2
+    assert out["matched_pids"] == [1328667, 1328668]
+    assert out["device_total_bytes"] == 8 * 143771 * 1024**2
+
+
+def test_served_counters_from_recorded_metrics_pages():
+    from ascendeval import features
+
+    v1 = features.metrics_counters((FIXTURES / "vllm/metrics_excerpt_vllm-v1_gpu_kserve_llama-vllm-single.txt").read_text())
+    assert v1["vllm:prefix_cache_queries"] == 0.0 and v1["vllm:num_preemptions"] == 0.0
+    old = features.metrics_counters(
+        (FIXTURES / "vllm/metrics_excerpt_vllm-0.10.0_gpu_glm45_production-stack-617.txt").read_text())
+    assert old["vllm:prefix_cache_queries"] == 32.0
+    assert old["vllm:gpu_prefix_cache_hits"] == 0.0  # the deprecated name is still emitted by 0.10
+    assert not any(k.endswith("_created") for k in old)
+
+
+# --------------------------------------------------------------------------- op scan on npu
+
+
+@pytest.fixture
+def vllm_ascend_standin(monkeypatch):
+    """The vllm_ascend stand-in on sys.path; vLLM's out-of-tree op registry restored afterwards."""
+    from vllm.model_executor.custom_op import op_registry_oot
+
+    before = dict(op_registry_oot)
+    monkeypatch.syspath_prepend(str(STANDINS))
+    for name in [m for m in sys.modules if m == "vllm_ascend" or m.startswith("vllm_ascend.")]:
+        sys.modules.pop(name)
+    import importlib
+
+    importlib.invalidate_caches()
+    yield
+    op_registry_oot.clear()
+    op_registry_oot.update(before)
+    for name in [m for m in sys.modules if m == "vllm_ascend" or m.startswith("vllm_ascend.")]:
+        sys.modules.pop(name)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir():
+    from ascendeval import builtin_models
+
+    return builtin_models.ensure("tiny-qwen2-untrained")
+
+
+def test_opscan_on_npu_registers_the_ascend_ops_first(tiny_dir, vllm_ascend_standin):
+    from ascendeval import opscan
+
+    res = opscan.scan(tiny_dir, device="npu", trace=False)
+    assert "register_ascend_customop" in res.summary["platform_custom_ops"]
+    ops = {r["name"]: r for r in res.rows if r["kind"] == "custom op" and r["source"] == "vllm"}
+    assert ops["rms_norm"]["status"] == "device kernel" and "AscendRMSNorm" in ops["rms_norm"]["device_impl"]
+    assert ops["silu_and_mul"]["status"] == "device kernel"
+
+
+def test_opscan_on_npu_without_vllm_ascend_says_unknown(tiny_dir):
+    from ascendeval import opscan
+
+    res = opscan.scan(tiny_dir, device="npu", trace=False)
+    assert "could not be registered" in res.summary["platform_custom_ops"]
+    ops = [r for r in res.rows if r["kind"] == "custom op" and r["source"] == "vllm"]
+    assert ops and all(r["status"] == "unknown" for r in ops)  # never "native fallback" by default
+
+
+def test_cpu_lowerings_are_mapped_or_left_out_off_the_cpu():
+    from ascendeval import opscan
+
+    traced = {"aten::_scaled_dot_product_flash_attention_for_cpu": 2, "aten::mm": 4, "aten::mkldnn_linear": 1}
+    ops, remapped, left = opscan.device_view_of_cpu_trace(traced, "npu")
+    assert ops == {"aten::scaled_dot_product_attention": 2, "aten::mm": 4}
+    assert remapped == {"aten::scaled_dot_product_attention": ["aten::_scaled_dot_product_flash_attention_for_cpu"]}
+    assert left == ["aten::mkldnn_linear"]
+    assert opscan.device_view_of_cpu_trace(traced, "cpu")[0] == traced
+
+
+def test_params_advisories_use_the_installed_vllm_ascend(vllm_ascend_standin):
+    from ascendeval import env
+
+    known = env.installed_vllm_ascend_envs()
+    assert known is not None and known["version"] == "0.23.0 (installed)"
+    cfg = config.parse({"model": {"id": "builtin:tiny-qwen2-untrained"},
+                        "target": {"engine": "vllm", "device": "npu", "env": {"VLLM_ASCEND_MODE": "1"}}})
+    assert "0.23.0 (installed)" in env.params_advisories(cfg)[0]
