@@ -399,7 +399,12 @@ def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: Latency
         _timed_generate(eng, tp[:4], _fixed(t.output_len))
         dt, gens = _timed_generate(eng, tp, _fixed(t.output_len))
         ttfts = [g.timing.ttft_s for g in gens if g.timing.ttft_s is not None]
-        return {"mode": _mode_label(eager, run.cfg.target.device), "enforce_eager": eager, "startup_s": load_s,
+        # the mode as the engine resolved it (vllm-ascend / vLLM's platform checks may override
+        # what was asked), not inferred from enforce_eager
+        resolved = eng.info()
+        return {"mode": _mode_label(eager, run.cfg.target.device), "enforce_eager": eager,
+                "compilation_mode": resolved.get("compilation_mode"), "cudagraph_mode": resolved.get("cudagraph_mode"),
+                "startup_s": load_s,
                 "avg_latency_s": float(np.mean(lats)), "p50_latency_s": float(np.median(lats)),
                 "output_tok_per_s": t.num_prompts * t.output_len / dt,
                 "request_throughput_req_per_s": t.num_prompts / dt,
