@@ -420,10 +420,13 @@ class FeaturesConfig(_Strict):
     pd_mixes: list[tuple[int, int]] = Field(
         default_factory=lambda: [(128, 32), (512, 32), (128, 128)], description="[input_len, output_len] pairs")
     pd_num_prompts: int = Field(2, gt=0, description="requests per mix, sent one at a time")
-    disaggregated: bool = Field(False, description="real disaggregated prefill: producer + consumer with a KV connector "
-                                                   "(two more engine starts, so off in the default demo)")
-    kv_connector: str = Field("ExampleConnector", description="vLLM KV connector name (ExampleConnector stores KV "
-                                                              "in files; NixlConnector / MooncakeConnector on devices)")
+    disaggregated: bool = Field(False, description="real disaggregated prefill: a prefill server and a decode server "
+                                                   "behind a proxy, KV handed over by a connector (two more server "
+                                                   "starts, so off in the default demo)")
+    kv_connector: str = Field("ExampleConnector", description="vLLM KV connector name, checked against the ones vLLM "
+                              "and its platform plugin register: ExampleConnector (KV in files, runs on CPU); "
+                              "MooncakeConnectorV1 / MooncakeLayerwiseConnector on Ascend (vllm-ascend); "
+                              "NixlConnector on GPUs")
     kv_connector_extra_config: dict[str, Any] = Field(default_factory=dict, description="passed verbatim; "
                                                       "shared_storage_path defaults to <run_dir>/kv_store")
     disagg_input_len: int = Field(512, gt=1, description="must exceed the KV block size for anything to transfer")

@@ -571,88 +571,104 @@ def disagg_reference(run: SectionRun, main: Main | None) -> DisaggReference:
     if in_len <= block:
         raise SectionSkipped(f"input length {in_len} does not exceed the KV block size {block}: nothing to transfer")
     prompts = [m.tokens.make(in_len) for _ in range(c.disagg_num_prompts)]
-    single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids)}
+    single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids), "text": o.outputs[0].text}
               for o in (m.generate([p], c.disagg_output_len)[0][0] for p in prompts)]
     return DisaggReference(prompts, in_len, single, m.tokens)
 
 
 def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table:
-    """A prefill instance (kv_producer) computes the prompts' KV and hands it over through a vLLM
-    KV connector; a decode instance (kv_consumer) loads it and decodes. Compared with the single
-    instance on the same prompts: TTFT components, TPOT, the KV the consumer loaded instead of
-    computing (num_cached_tokens, external prefix-cache counters), and output identity.
+    """Disaggregated prefill as it is deployed: a prefill server (kv_producer) and a decode
+    server (kv_consumer) live at once behind the proxy (`pd_proxy.PDProxy`), every request
+    prefilled on P, its KV handed to D through the vLLM KV connector, decoded on D. The same
+    prompts go, one at a time, to one ordinary server (the run's shared one) for the baseline.
 
-    The instances run one after the other in this process, after the main engine is closed (vLLM's
-    disaggregated-prefill example does the same); with a network connector (Nixl, Mooncake) they
-    would be separate servers."""
+    TTFT through the proxy = prefill on P + KV transfer + first decode step on D (+ the proxy's
+    own hop); the proxy times P's part and D's first token separately. D's external prefix-cache
+    counters say how many prompt tokens it loaded instead of computing: 0 means the KV was not
+    transferred and the step fails. Outputs are compared with the single instance's offline ones.
+    On CPU the connector is vLLM's ExampleConnector (KV in files); on Ascend MooncakeConnectorV1,
+    on GPUs NixlConnector (params: features.kv_connector / kv_connector_extra_config)."""
+    from . import loadgen
+    from .pd_proxy import PDProxy
+
     c = run.conf
     if not c.disaggregated:
         raise SectionSkipped("disaggregated: false in params")
     if ref is None:
         raise SectionSkipped("the single-instance reference did not run (see step 'disaggregated_reference')")
+    vllm_compat.check_kv_connector(c.kv_connector)
     prompts, in_len, single = ref.prompts, ref.in_len, ref.single
+    warm = [ref.tokens.make(in_len)]  # fresh: a warm-up must not leave KV for a timed prompt
     store = run.run_dir / "kv_store"
     shutil.rmtree(store, ignore_errors=True)
     extra = {"shared_storage_path": str(store), **c.kv_connector_extra_config}
+    key = run.cfg.server.api_key
 
     def kv(role: str) -> dict[str, Any]:
         return {"kv_connector": c.kv_connector, "kv_role": role, "kv_connector_extra_config": extra}
 
+    def one_at_a_time(url: str) -> Any:
+        ep = loadgen.Endpoint(url, loadgen.list_models(url, key)[0], api_key=key, ignore_eos=True)
+        return loadgen.run_load(ep, prompts, c.disagg_output_len, loadgen.LoadSpec(max_concurrency=1),
+                                warmup_requests=1, warmup_prompts=warm)
+
+    with run.served("pd-single") as single_url:
+        base = one_at_a_time(single_url)
     try:
-        try:
-            prod = run.engine("features-pd-prefill", kv_transfer_config=kv("kv_producer"))
-        except Exception as exc:  # noqa: BLE001 - the engine's own refusal is the result
-            raise SectionSkipped(f"the engine cannot run {c.kv_connector} here: "
-                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
-        try:
-            pm = Main(prod, {}, ref.tokens)
-            produced = [request_timing(pm.generate([p], 1)[0][0]) for p in prompts]
-        finally:
-            prod.close()
-        cons = run.engine("features-pd-decode", kv_transfer_config=kv("kv_consumer"))
-        try:
-            cm = Main(cons, {}, ref.tokens)
-            before = cons.metrics()
-            consumed = []
-            for p in prompts:
-                o = cm.generate([p], c.disagg_output_len)[0][0]
-                consumed.append(request_timing(o) | {"token_ids": list(o.outputs[0].token_ids)})
-            ext = counter_delta(before, cons.metrics(), "vllm:external_prefix_cache")
-        finally:
-            cons.close()
+        with run.served("pd-prefill", kv_transfer_config=kv("kv_producer")) as p_url, \
+                run.served("pd-decode", kv_transfer_config=kv("kv_consumer")) as d_url:
+            proxy = PDProxy(p_url, d_url)
+            with proxy as url:
+                before = scrape_metrics(d_url)
+                disagg = one_at_a_time(url)
+                ext = counter_delta(before, scrape_metrics(d_url), "vllm:external_prefix_cache")
     finally:
         stored_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else 0
         shutil.rmtree(store, ignore_errors=True)
+    parts = proxy.timings[-len(prompts):]  # the warm-up came first
     rows = []
-    for i, (s, p, d) in enumerate(zip(single, produced, consumed)):
-        pos = metrics_mod.first_difference(s["token_ids"], d["token_ids"])
+    for i, (s, b, d, part) in enumerate(zip(single, base.results, disagg.results, parts)):
         rows.append({"prompt": i, "input_len": in_len,
-                     "single_ttft_ms": s["ttft_ms"], "single_tpot_ms": s["tpot_ms"],
-                     "prefill_instance_ttft_ms": p["ttft_ms"], "decode_instance_ttft_ms": d["ttft_ms"],
-                     # the pipeline's first token: prefill on one instance, then KV load + first
-                     # step on the other (transfer through the connector included, proxy excluded)
-                     "disagg_ttft_ms": (p["ttft_ms"] + d["ttft_ms"]
-                                        if p["ttft_ms"] is not None and d["ttft_ms"] is not None else None),
-                     "disagg_tpot_ms": d["tpot_ms"], "kv_loaded_tokens": d["num_cached_tokens"],
-                     "identical": pos is None, "first_diff_position": pos})
+                     "single_ttft_ms": _ms(b.ttft_s), "single_tpot_ms": _ms(b.tpot_s),
+                     "disagg_ttft_ms": _ms(d.ttft_s), "disagg_tpot_ms": _ms(d.tpot_s),
+                     "prefill_instance_ms": part.get("prefill_ms"),
+                     "decode_first_token_ms": part.get("decode_first_token_ms"),
+                     "kv_transfer_params_returned": part.get("kv_transfer_params_returned"),
+                     "single_engine_ttft_ms": s["ttft_ms"],
+                     "identical": part.get("text") == s["text"] if part.get("text") is not None else None,
+                     "error": d.error or b.error or part.get("error")})
     run.save_rows("disaggregated_requests", rows)
     df = pd.DataFrame(rows)
-    summary = {"kv_connector": c.kv_connector, "input_len": in_len, "output_len": c.disagg_output_len,
-               "num_prompts": len(rows), "kv_store_bytes": stored_bytes,
+    loaded = _sum_by_name(ext, "vllm:external_prefix_cache_hits")
+    summary = {"kv_connector": c.kv_connector, "topology": "prefill server + decode server + proxy",
+               "input_len": in_len, "output_len": c.disagg_output_len, "num_prompts": len(rows),
+               "kv_store_bytes": stored_bytes,
                "external_prefix_cache_queries": _sum_by_name(ext, "vllm:external_prefix_cache_queries"),
-               "external_prefix_cache_hits": _sum_by_name(ext, "vllm:external_prefix_cache_hits"),
-               "kv_loaded_tokens": int(df["kv_loaded_tokens"].fillna(0).sum()),
-               "mean_single_ttft_ms": float(df["single_ttft_ms"].mean()),
-               "mean_disagg_ttft_ms": float(df["disagg_ttft_ms"].mean()),
-               "mean_decode_instance_ttft_ms": float(df["decode_instance_ttft_ms"].mean()),
-               "mean_single_tpot_ms": float(df["single_tpot_ms"].mean()),
-               "mean_disagg_tpot_ms": float(df["disagg_tpot_ms"].mean()),
-               "identical_rate": float(df["identical"].mean())}
+               "external_prefix_cache_hits": loaded,
+               "kv_loaded_tokens": int(loaded) if loaded is not None else None,
+               "mean_single_ttft_ms": _mean(df, "single_ttft_ms"),
+               "mean_disagg_ttft_ms": _mean(df, "disagg_ttft_ms"),
+               "mean_prefill_instance_ms": _mean(df, "prefill_instance_ms"),
+               "mean_decode_first_token_ms": _mean(df, "decode_first_token_ms"),
+               "mean_single_tpot_ms": _mean(df, "single_tpot_ms"),
+               "mean_disagg_tpot_ms": _mean(df, "disagg_tpot_ms"),
+               "identical_rate": _mean(df, "identical")}
     run.add("disaggregated_prefill", summary)
-    if summary["kv_loaded_tokens"] == 0:
-        raise RuntimeError(f"the decode instance loaded no KV through {c.kv_connector} (num_cached_tokens 0): "
-                           "the prefill was recomputed, not transferred")
+    if not loaded:
+        raise RuntimeError(f"the decode server loaded no KV through {c.kv_connector} (external prefix-cache "
+                           "hits 0): the prefill was recomputed, not transferred")
     return Table("disaggregated_prefill", rows, summary)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return seconds * 1000 if seconds is not None else None
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    """Mean of the measured values of a column; None when none was measured (never 0)."""
+    if col not in df or df[col].dropna().empty:
+        return None
+    return float(df[col].dropna().astype(float).mean())
 
 
 # =========================================================================== long context

@@ -1,6 +1,6 @@
 """A streaming OpenAI-compatible server with KNOWN timing, to check the load generator's truth.
 
-It serves `/v1/completions`, `/v1/chat/completions` (streaming only), `/v1/models` and
+It serves `/v1/completions`, `/v1/chat/completions` (streamed, or whole when `stream` is false), `/v1/models` and
 `/health` on 127.0.0.1 over real HTTP. Every request produces exactly `max_tokens` tokens; token
 i is due at  arrival + ttft + i * tpot  (absolute times, so the server's own overhead does not
 accumulate over a stream). A chunk is written when its last token is due. So the truth is:
@@ -157,6 +157,9 @@ class SimServer:
         prompt = body.get("prompt") if not chat else json.dumps(body.get("messages"))
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and spec.usage
+        kv_in = body.get("kv_transfer_params")
+        if body.get("stream") is False:  # streamed unless asked otherwise, as before
+            return await self._whole(body, chat, n_req, arrival, n, prompt_tokens, kv_in)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
 
@@ -197,8 +200,34 @@ class SimServer:
             await resp.write(b"data: " + json.dumps({"id": f"sim-{n_req}", "choices": [], "usage": usage}).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-        self.events.append({"id": f"sim-{n_req}", "arrival": arrival, "writes": writes, "tokens": n})
+        self.events.append({"id": f"sim-{n_req}", "arrival": arrival, "writes": writes, "tokens": n,
+                            "kv_transfer_params": kv_in})
         return resp
+
+    async def _whole(self, body: dict[str, Any], chat: bool, n_req: int, arrival: float, n: int,
+                     prompt_tokens: int, kv_in: dict[str, Any] | None) -> web.Response:
+        """A non-streaming answer, due when its last token is. Like a vLLM prefill instance, a
+        request asking to hand its KV to a remote decoder (`do_remote_decode`) gets
+        `kv_transfer_params` back that say where the KV is."""
+        spec = self.spec
+        due = arrival + spec.ttft_s + (n - 1) * spec.tpot_s
+        if due > time.perf_counter():
+            assert self._timer is not None
+            await self._timer.wait_until(due)
+        text = spec.token_text * n
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"} if chat
+                  else {"index": 0, "text": text, "finish_reason": "length"})
+        out: dict[str, Any] = {"id": f"sim-{n_req}", "object": "chat.completion" if chat else "text_completion",
+                               "model": spec.model, "choices": [choice],
+                               "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                                         "total_tokens": prompt_tokens + n}}
+        if kv_in and kv_in.get("do_remote_decode"):
+            out["kv_transfer_params"] = {"do_remote_prefill": True, "do_remote_decode": False,
+                                         "remote_engine_id": "sim", "remote_block_ids": [n_req],
+                                         "remote_host": "127.0.0.1", "remote_port": 0}
+        self.events.append({"id": f"sim-{n_req}", "arrival": arrival, "writes": [time.perf_counter()], "tokens": n,
+                            "kv_transfer_params": kv_in})
+        return web.json_response(out)
 
     # ------------------------------------------------------------------ lifecycle
 

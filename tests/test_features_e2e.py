@@ -67,6 +67,10 @@ def test_features_section(tmp_path, params_factory, cli):
 
     d = m["disaggregated_prefill"]
     assert d["kv_loaded_tokens"] > 0 and d["kv_store_bytes"] > 0 and 0 <= d["identical_rate"] <= 1
+    # two live servers behind the proxy: each part of the disaggregated TTFT was measured
+    assert d["topology"] == "prefill server + decode server + proxy"
+    assert d["mean_prefill_instance_ms"] > 0 and d["mean_decode_first_token_ms"] > 0
+    assert d["mean_disagg_ttft_ms"] > 0 and d["mean_single_ttft_ms"] > 0
 
     lc = m["long_context"]
     # cap = max_model_len 1024 - output 8 (the 1 GiB KV cache holds far more): 4096 is dropped and

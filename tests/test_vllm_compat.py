@@ -82,3 +82,14 @@ def test_compilation_facts_read_back_and_tolerate_absence():
 def test_metrics_snapshot_without_get_metrics():
     values, why = vllm_compat.metrics_snapshot(SimpleNamespace())
     assert values == {} and "LLM.get_metrics: not reported by vLLM" in why
+
+
+def test_unknown_kv_connector_is_one_line_listing_the_registered():
+    known = vllm_compat.registered_kv_connectors()
+    assert "ExampleConnector" in known and "NixlConnector" in known
+    vllm_compat.check_kv_connector("ExampleConnector")  # registered: no error
+    with pytest.raises(ValueError) as err:
+        vllm_compat.check_kv_connector("LLMDataDistCMgrConnector")  # removed from vllm-ascend
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("kv_connector 'LLMDataDistCMgrConnector' is not a KV connector")
+    assert "registered: " in msg and "ExampleConnector" in msg

@@ -131,6 +131,29 @@ def scheduler_facts(config: Any) -> dict[str, Any]:
             "max_num_batched_tokens": budget, "max_num_seqs": seqs}
 
 
+def registered_kv_connectors() -> list[str] | None:
+    """KV connector names this vLLM knows, platform plugins included (vllm-ascend registers
+    MooncakeConnectorV1, MooncakeLayerwiseConnector, ... from its plugin entry point); None
+    where vLLM cannot be imported."""
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+        from vllm.plugins import load_general_plugins
+
+        load_general_plugins()
+    except Exception:  # noqa: BLE001 - no vLLM here: nothing to check against
+        return None
+    return sorted(getattr(KVConnectorFactory, "_registry", {}))
+
+
+def check_kv_connector(name: str) -> None:
+    """One-line ValueError for a connector name vLLM would refuse at engine start (after minutes of
+    loading), listing the registered ones."""
+    known = registered_kv_connectors()
+    if known is not None and name not in known:
+        raise ValueError(f"kv_connector {name!r} is not a KV connector vLLM {vllm_version()} registers; "
+                         f"registered: {', '.join(known)}")
+
+
 def metrics_snapshot(llm: Any) -> tuple[dict[str, Any], str | None]:
     """`LLM.get_metrics()` as {name{labels}: value}; ({}, reason) where this vLLM lacks it."""
     get = getattr(llm, "get_metrics", None)

@@ -15,8 +15,10 @@ error) or **skipped** (with why) — one failing feature does not stop the other
   params name one: acceptance rate, mean acceptance length and per-position acceptance from
   `vllm:spec_decode_*`, end-to-end speed-up offline and served, greedy identity with/without.
 * **Prefill/decode split** — per request, queue / prefill / decode time from the engine's own
-  timestamps across input/output length mixes; **disaggregated prefill** with a vLLM KV
-  connector (prefill instance → KV → decode instance) against the single instance.
+  timestamps across input/output length mixes; **disaggregated prefill** as deployed: a
+  prefill server and a decode server live at once behind a small proxy, the KV handed over by a
+  vLLM KV connector; TTFT through the proxy (prefill on P + KV transfer + first decode on D, each
+  part timed) against one ordinary server on the same prompts.
 * **Chunked prefill on/off and long context** — TTFT and decode speed as the input grows toward
   `max_model_len`.
 * **Capacity** — sequences the KV cache holds at each length (from the engine's block count) and
