@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from .engines import vllm_compat
+
 # Modules whose import ties code to one vendor's stack, by the kind of dependency. These are
 # detection rules for code (what a dependency *is*), not a list of which ops are supported.
 VENDOR_MODULES = {
@@ -61,10 +63,8 @@ class OpScan:
 def vllm_architecture(arch: str) -> dict[str, Any]:
     """Whether the installed vLLM (with its plugins) implements `arch`, and in which module."""
     try:
-        from vllm.plugins import load_general_plugins
-
-        load_general_plugins()  # out-of-tree platforms (vllm-ascend) register models and ops here
-        from vllm.model_executor.models.registry import ModelRegistry
+        vllm_compat.load_plugins()  # out-of-tree platforms (vllm-ascend) register models and ops here
+        ModelRegistry = vllm_compat.model_registry()  # noqa: N806 - vLLM's name
     except Exception as exc:  # noqa: BLE001 - no vLLM is a result
         return {"supported": None, "reason": f"vllm not importable: {type(exc).__name__}: {exc}"}
     if arch not in ModelRegistry.get_supported_archs():
@@ -113,7 +113,7 @@ def custom_op_impl(cls: type, device: str) -> tuple[str, str]:
     status: 'device kernel' (the class or a plugin's replacement implements the device method),
     'native fallback' (the PyTorch-native forward, which runs wherever its aten ops do), or
     'missing' (neither)."""
-    from vllm.model_executor.custom_op import CustomOp, op_registry_oot
+    CustomOp, _, op_registry_oot = vllm_compat.custom_op_api()  # noqa: N806 - vLLM's names
 
     replaced = op_registry_oot.get(cls.__name__)
     impl = replaced or cls
@@ -139,12 +139,8 @@ def scan_vllm_module(module_name: str, device: str, platform_ops: bool = True) -
                  "detail": "module not found"}]
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     try:
-        from vllm.model_executor.custom_op import CustomOp
-
-        try:
-            from vllm.model_executor.custom_op import PluggableLayer
-        except ImportError:  # older vLLM
-            PluggableLayer = CustomOp  # type: ignore[misc,assignment]
+        CustomOp, PluggableLayer, op_registry_oot = vllm_compat.custom_op_api()  # noqa: N806 - vLLM's names
+        PluggableLayer = PluggableLayer or CustomOp  # noqa: N806 - older vLLM: no pluggable layers
     except Exception as exc:  # noqa: BLE001
         return [{"source": "vllm", "kind": "module", "name": module_name, "status": "unknown",
                  "detail": f"vllm custom_op not importable: {exc}"}]
@@ -166,8 +162,6 @@ def scan_vllm_module(module_name: str, device: str, platform_ops: bool = True) -
             rows.append({"source": "vllm", "kind": "custom op", "name": getattr(obj, "name", attr), "where": mod_name,
                          "device_impl": impl, "status": status})
         elif inspect.isclass(obj) and issubclass(obj, PluggableLayer):
-            from vllm.model_executor.custom_op import op_registry_oot
-
             repl = op_registry_oot.get(obj.__name__)
             rows.append({"source": "vllm", "kind": "pluggable layer", "name": attr, "where": mod_name,
                          "device_impl": f"oot {repl.__module__}.{repl.__name__}" if repl else "in-tree",

@@ -49,11 +49,11 @@ def _hf(path: Path, max_tokens: int) -> list[str]:
 
 
 def _vllm(path: Path, max_tokens: int) -> list[str]:
-    from vllm import LLM, SamplingParams
+    from ascendeval.engines import vllm_compat
 
-    llm = LLM(model=str(path), enforce_eager=True, kv_cache_memory_bytes=1 << 30, dtype="bfloat16",
-              max_model_len=2048, seed=0)
-    sp = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    llm = vllm_compat.make_llm(str(path), enforce_eager=True, kv_cache_memory_bytes=1 << 30, dtype="bfloat16",
+                               max_model_len=2048, seed=0)
+    sp = vllm_compat.sampling_params(temperature=0.0, max_tokens=max_tokens)
     outs = [o.outputs[0].text for o in llm.generate(PROMPTS, sp, use_tqdm=False)]
     outs += [o.outputs[0].text for o in llm.chat([CHAT], sp, use_tqdm=False)]
     del llm

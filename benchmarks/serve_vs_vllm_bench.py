@@ -36,6 +36,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ascendeval.engines import vllm_compat
+
 KEYS = [("median_ttft_ms", "median_ttft_ms"), ("median_tpot_ms", "median_tpot_ms"),
         ("median_itl_ms", "median_itl_ms"), ("median_e2el_ms", "median_e2el_ms"),
         ("mean_ttft_ms", "mean_ttft_ms"), ("mean_tpot_ms", "mean_tpot_ms"), ("p99_ttft_ms", "p99_ttft_ms"),
@@ -44,11 +46,9 @@ GATED = ("median_ttft_ms", "median_tpot_ms", "median_itl_ms")
 
 
 def vllm_args(url: str, model: str, tokenizer: str, a: argparse.Namespace) -> argparse.Namespace:
-    from vllm.benchmarks.serve import add_cli_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    parser = FlexibleArgumentParser()
-    add_cli_args(parser)
+    bench = vllm_compat.bench_api()  # where this vLLM keeps `vllm bench serve`'s helpers
+    parser = bench.FlexibleArgumentParser()
+    bench.add_cli_args(parser)
     return parser.parse_args([
         "--backend", "vllm", "--base-url", url, "--endpoint", "/v1/completions", "--model", model,
         "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", str(a.input_len),
@@ -59,17 +59,13 @@ def vllm_args(url: str, model: str, tokenizer: str, a: argparse.Namespace) -> ar
 
 
 def vllm_bench(url: str, model: str, tokenizer: str, a: argparse.Namespace) -> dict:
-    from vllm.benchmarks.serve import main
-
-    return main(vllm_args(url, model, tokenizer, a))
+    return vllm_compat.bench_api().main(vllm_args(url, model, tokenizer, a))
 
 
 def vllm_samples(url: str, model: str, tokenizer: str, a: argparse.Namespace) -> list:
     """The exact requests `vllm bench serve` sends for these arguments (its dataset has its own seeded rng)."""
-    from vllm.benchmarks.datasets import get_samples
-    from vllm.tokenizers import get_tokenizer
-
-    return get_samples(vllm_args(url, model, tokenizer, a), get_tokenizer(tokenizer))
+    bench = vllm_compat.bench_api()
+    return bench.get_samples(vllm_args(url, model, tokenizer, a), bench.get_tokenizer(tokenizer))
 
 
 def ours(url: str, model: str, samples: list, a: argparse.Namespace) -> dict:
@@ -88,10 +84,9 @@ async def _interleaved_async(url: str, model: str, samples: list, a: argparse.Na
     import time
 
     import aiohttp
-    from vllm.benchmarks.lib.endpoint_request_func import ASYNC_REQUEST_FUNCS, RequestFuncInput
-    from vllm.benchmarks.serve import calculate_metrics
-    from vllm.tokenizers import get_tokenizer
-
+    bench = vllm_compat.bench_api()
+    ASYNC_REQUEST_FUNCS, RequestFuncInput = bench.ASYNC_REQUEST_FUNCS, bench.RequestFuncInput  # noqa: N806
+    calculate_metrics, get_tokenizer = bench.calculate_metrics, bench.get_tokenizer
     from ascendeval import loadgen, metrics
 
     vllm_fn = ASYNC_REQUEST_FUNCS["vllm"]

