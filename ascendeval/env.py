@@ -389,8 +389,21 @@ def probe() -> dict[str, Any]:
         absent["nvidia_smi"] = result["nvidia_smi"]["reason"]
     result["torch"] = torch_info(absent)
     result["visible_devices_env"] = visible_device_env()
+    result["vllm_seam"] = vllm_seam_verdict()
     result["absent"] = absent
     return result
+
+
+def vllm_seam_verdict() -> dict[str, Any]:
+    """The installed vLLM's version and the seam's verdict on it ("contract checked" for a
+    version benchmarks/vllm_versions.py checked, else "untested version: N items unknown"), from
+    reading the installed source against the seam's contract (no import)."""
+    from .engines import vllm_compat, vllm_contract  # noqa: PLC0415
+
+    version = vllm_compat.vllm_version()
+    root = vllm_contract.installed_source_root() if version else None
+    rows = vllm_contract.check_source(root) if root else None
+    return vllm_contract.verdict(version, rows)
 
 
 def for_record(p: dict[str, Any] | None) -> dict[str, Any] | None:

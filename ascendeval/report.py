@@ -71,6 +71,7 @@ LABELS: dict[str, dict[str, str]] = {
         "not_measured": "not measured",
         "absent": "not present on this host",
         "hw_not_here": "hardware-specific: not exercised on this host",
+        "not_reported_by_version": "not reported by this version, recorded as null",
         "desc_from_params": "Description (from the params file):",
         "facts_source": "Facts read from the model's own `config.json`; parameters counted from the weight files.",
         "no_facts": "The model's configuration was not recorded in this run.",
@@ -164,6 +165,7 @@ LABELS: dict[str, dict[str, str]] = {
         "not_measured": "未测量",
         "absent": "本机不存在",
         "hw_not_here": "硬件相关：本机未执行",
+        "not_reported_by_version": "此版本未提供，记录为空值",
         "desc_from_params": "模型说明（来自参数文件）：",
         "facts_source": "以下配置读取自模型自带的 `config.json`；参数量由权重文件逐个张量统计得出。",
         "no_facts": "本次运行未记录模型配置。",
@@ -896,7 +898,14 @@ def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
         for name, label in (("vllm", "vLLM"), ("vllm_ascend", "vLLM-Ascend"), ("torch", "PyTorch"),
                             ("torch_npu", "torch_npu"), ("transformers", "Transformers"), ("sglang", "SGLang")):
             if name in pk:
-                rows.append((label, pk[name] or L(lang, "absent"), absent.get(name, "") if pk[name] is None else ""))
+                note = absent.get(name, "") if pk[name] is None else ""
+                seam = sysinfo.get("vllm_seam") or {}
+                if name == "vllm" and pk[name] and seam.get("verdict"):
+                    # the seam's word on this version: contract checked / untested version
+                    note = f"{seam['verdict']}" + (f" ({', '.join(seam['optional_absent'])}: "
+                                                   f"{L(lang, 'not_reported_by_version')})"
+                                                   if seam.get("optional_absent") else "")
+                rows.append((label, pk[name] or L(lang, "absent"), note))
         cann = sysinfo.get("cann", {})
         rows.append(("CANN", cann.get("version") or L(lang, "absent"), "" if cann.get("present") else L(lang, "hw_not_here")))
         drv = sysinfo.get("npu_driver", {})
