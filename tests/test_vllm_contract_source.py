@@ -110,3 +110,14 @@ def test_bench_helpers_found_through_the_seam():
     for name in vllm_compat.BENCH_HELPERS:
         assert callable(getattr(api, name)) or isinstance(getattr(api, name), dict), name
     assert "vllm" in api.ASYNC_REQUEST_FUNCS
+
+
+def test_the_contract_covers_every_engine_argument_the_params_emit():
+    from ascendeval import config
+    from ascendeval.engines.vllm_engine import engine_kwargs
+
+    covered = set(vllm_contract.ENGINE_ARGS.split())
+    for params in sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml")):
+        cfg = config.load(params)
+        emitted = set(engine_kwargs(cfg.target, cfg.model))
+        assert emitted <= covered, (params.name, emitted - covered)
