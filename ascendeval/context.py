@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from . import config as config_mod
+from .errors import SectionSkipped  # noqa: F401 - re-exported: sections import it from here
 from . import paths, records
 
 log = logging.getLogger("ascendeval")
 T = TypeVar("T")
-
-
-class SectionSkipped(Exception):
-    """Raised by a step that does not apply to this target; the step is recorded as skipped."""
 
 
 def new_run_id(cfg: config_mod.RunConfig) -> str:
@@ -87,6 +84,19 @@ class SectionRun:
 
     def step_status(self, name: str) -> str | None:
         return self.steps.get(name, {}).get("status")
+
+    def needs(self, step: str, value: T | None) -> T:
+        """The result of an earlier step, or SectionSkipped when it has none.
+
+        A step that depends on one that did not produce its result is skipped, not failed, with
+        the reason: a skipped dependency means it does not apply here (e.g. no offline engine on a
+        served-only target); a failed one is already recorded as the section's failure."""
+        if value is not None:
+            return value
+        info = self.steps.get(step)
+        if info is None:
+            raise SectionSkipped(f"needs step '{step}', which has not run")
+        raise SectionSkipped(f"needs step '{step}', which {info['status']}: {info['reason']}")
 
     def add(self, key: str, value: Any) -> Any:
         """Store a metric (dataclasses and numpy values are converted) and checkpoint.

@@ -387,7 +387,8 @@ def engine_process_env(kind: str, env: dict[str, str] | None = None) -> dict[str
 
     On npu vLLM's workers must be spawned: vLLM forks them unless CUDA/XPU is initialised, and
     torch_npu refuses to work in a forked child once the parent has touched the device ("Cannot
-    re-initialize NPU in forked subprocess"). vllm-ascend's own CI sets the same variable."""
+    re-initialize NPU in forked subprocess"). vllm-ascend's own CI sets the same variable (the
+    package itself does not)."""
     out = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if kind == "npu" else {}
     out.update(env or {})
     return out

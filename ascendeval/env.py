@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import SectionSkipped
 from . import paths
 from .device import (NVIDIA_SMI_QUERY, cpu_model_name, parse_npu_smi_header, parse_npu_smi_info,
                      parse_npu_smi_processes, parse_nvidia_smi_csv, visible_device_env)
@@ -429,7 +430,6 @@ def target_device_info(run) -> dict[str, Any]:
 
 
 def bandwidth_probe(run) -> dict[str, Any]:
-    from .context import SectionSkipped  # noqa: PLC0415
     from .device import measure_bandwidth, probe_sizes  # noqa: PLC0415
 
     conf = run.conf
@@ -441,7 +441,6 @@ def bandwidth_probe(run) -> dict[str, Any]:
 
 
 def matmul_probe(run) -> dict[str, Any]:
-    from .context import SectionSkipped  # noqa: PLC0415
     from .device import measure_matmul, probe_sizes  # noqa: PLC0415
 
     conf = run.conf

@@ -136,10 +136,8 @@ def close_engine(pe: PerfEngine | None) -> None:
         pe.engine.close()
 
 
-def _need(pe: PerfEngine | None) -> PerfEngine:
-    if pe is None:
-        raise RuntimeError("no engine: the 'engine' step failed (see its reason)")
-    return pe
+def _need(run: SectionRun, pe: PerfEngine | None) -> PerfEngine:
+    return run.needs("engine", pe)
 
 
 def _check_len(pe: PerfEngine, what: str, input_len: int, output_len: int) -> None:
@@ -197,7 +195,7 @@ class LatencyResult:
 
 def latency(run: SectionRun, pe: PerfEngine | None, p: Plan) -> LatencyResult:
     """`vllm bench latency`: one batch of fixed-length prompts, warm-up not counted, p10..p99."""
-    pe = _need(pe)
+    pe = _need(run, pe)
     c = p.conf.latency
     _check_len(pe, "latency", c.input_len, c.output_len)
     for out_len in c.e2e_output_lens:
@@ -265,7 +263,7 @@ def throughput(run: SectionRun, pe: PerfEngine | None, p: Plan) -> ThroughputRes
     """`vllm bench throughput` over N prompts, through the harness AND through a bare
     `LLM.generate` on the same prompts and engine, alternating, so the harness overhead is
     measured in the same run (goal: harness >= 0.98 x bare)."""
-    pe = _need(pe)
+    pe = _need(run, pe)
     c = p.conf.throughput
     _check_len(pe, "throughput", c.input_len, c.output_len)
     prompts = token_prompts(pe.engine.tokenizer(), c.num_prompts, c.input_len, p.conf.seed + 1)
@@ -323,7 +321,7 @@ def prefill_decode(run: SectionRun, pe: PerfEngine | None, p: Plan) -> SplitResu
     """Per batch size: prefill tok/s = B * L_in / T(long input, 1 token out);
     decode tok/s = B * (L_out - 1) / (T(short input, L_out out) - T(short input, 1 out)),
     i.e. the decode time is what the extra L_out - 1 tokens cost on top of the short prefill."""
-    pe = _need(pe)
+    pe = _need(run, pe)
     c = p.conf.split
     _check_len(pe, "split (prefill)", c.prefill_input_len, 1)
     _check_len(pe, "split (decode)", c.decode_input_len, c.decode_output_len)
@@ -385,7 +383,7 @@ def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: Latency
         raise SectionSkipped(f"graph vs eager applies to vLLM engines (target engine is {run.cfg.target.engine})")
     if not p.conf.graph.enabled:
         raise SectionSkipped("graph.enabled is false" + (" (reduced counts for a big model)" if p.reduced else ""))
-    pe = _need(pe)
+    pe = _need(run, pe)
     c, t = p.conf.latency, p.conf.throughput
     main_eager = bool(pe.info.get("enforce_eager", run.cfg.target.enforce_eager))
 
@@ -462,8 +460,9 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
     """Decode model-bandwidth utilisation and prefill model-FLOPs utilisation (formulas in
     metrics.decode_bandwidth_utilization / prefill_flops_utilization), against the bandwidth
     and matmul throughput measured by the environment section."""
-    if split is None or not split.rows:
-        raise RuntimeError("no prefill/decode measurement to compare (the 'prefill_decode' step failed)")
+    split = run.needs("prefill_decode", split)
+    if not split.rows:
+        raise RuntimeError("the prefill/decode step measured no batch size: nothing to compare")
     env = records.load(run.run_dir, "environment")
     if env is None:
         raise SectionSkipped("no records/environment.json in this run: run the environment section first")
@@ -545,7 +544,7 @@ class MemoryResult:
 
 def memory(run: SectionRun, pe: PerfEngine | None, p: Plan) -> MemoryResult:
     """Weights size, KV-cache capacity and the max concurrency the engine reports, peak memory."""
-    pe = _need(pe)
+    pe = _need(run, pe)
     info = pe.info
     v: dict[str, Any] = {
         "weights_bytes": p.model_facts.get("weights_bytes") or info.get("weights_bytes"),

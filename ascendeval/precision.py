@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import SectionSkipped
 from . import paths
 from . import precision_metrics as pm
 
@@ -233,10 +234,11 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
     """Score the target on the reference's sequences; see module docstring."""
     from .engines.base import Sampling
 
+    # a missing input is the earlier step's result (skipped or failed there), not a new failure
     if reference is None:
-        raise RuntimeError("the reference step did not produce sequences; nothing to compare")
+        raise SectionSkipped("needs the reference sequences (step 'reference' produced none)")
     if target is None:
-        raise RuntimeError("the target engine did not open; nothing to compare")
+        raise SectionSkipped("needs the target engine (step 'target' did not open one)")
     t0 = time.perf_counter()
     full = _has_logits(target)
     scope = pm.SCOPE_FULL if full else pm.SCOPE_RETURNED
@@ -315,13 +317,12 @@ class FreeRunResult:
 
 def free_running(reference: Reference, target: Any, conf: Any) -> FreeRunResult:
     """Greedy continuation on the target from the reference's prompt ids; compare token by token."""
-    from .context import SectionSkipped
     from .engines.base import Sampling
 
     if not conf.free_running:
         raise SectionSkipped("free_running is off in params")
     if reference is None or target is None:
-        raise RuntimeError("needs both the reference sequences and the target engine")
+        raise SectionSkipped("needs the reference sequences and the target engine (steps 'reference', 'target')")
     tok = reference.engine.tokenizer()
     gens = target.generate([s.prompt_ids for s in reference.sequences],
                            Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))
@@ -434,7 +435,6 @@ def record(run: Any, reference: Reference | None, tf: TeacherForcedResult | None
 
 def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path) -> Path:
     """Norm per layer (reference vs target, log scale) and relative difference per layer."""
-    from .context import SectionSkipped
 
     if tf is None or not tf.hidden_layers:
         raise SectionSkipped("no hidden states (target is not an hf engine, or hidden_states is off)")
@@ -468,7 +468,9 @@ def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path) -> Path
 
 def plot_positions(tf: TeacherForcedResult | None, path: str | Path) -> Path:
     """KL (or the renormalised top-N KL) per position, one line per prompt; top-1 flips marked."""
-    if tf is None or not tf.rows:
+    if tf is None:
+        raise SectionSkipped("needs the teacher-forced comparison (step 'teacher_forced' produced none)")
+    if not tf.rows:
         raise RuntimeError("no teacher-forced rows to plot")
     import matplotlib
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import SectionSkipped
 from . import benchmarks_data as bdata
 from . import paths, records, sandbox
 from .quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code, extract_final_number,
@@ -554,6 +555,5 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
 
 
 def _skipped(reason: str) -> Exception:
-    from .context import SectionSkipped
 
     return SectionSkipped(reason)

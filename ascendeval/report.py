@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import SectionSkipped
 from . import records
 
 SECTIONS = ("environment", "smoke", "performance", "precision", "quality", "features", "report")
@@ -574,7 +575,6 @@ def model_facts_step(run: Any, data: RunData) -> dict[str, Any]:
     record when the smoke section did not), so the card's model table is traceable."""
     facts, where = recorded_model_facts(data)
     if facts is None:
-        from .context import SectionSkipped
 
         try:
             path = run.model().path
@@ -1490,7 +1490,6 @@ def verify_step(run: Any) -> Any:
     import pandas as pd
 
     from . import verify
-    from .context import SectionSkipped
 
     if not run.conf.verify:
         raise SectionSkipped("verify: false in params (sections.report.verify)")
@@ -1505,7 +1504,6 @@ def verify_step(run: Any) -> Any:
 
 def index_step(run: Any) -> dict[str, str]:
     """Report step: regenerate outputs/index.{md,html} over every run next to this one."""
-    from .context import SectionSkipped
 
     if not run.conf.index:
         raise SectionSkipped("index: false in params (sections.report.index)")

@@ -213,3 +213,27 @@ def test_roofline_above_the_probe_is_not_a_utilisation(tmp_path):
     assert v["prefill_flops_utilization"] is None and "does not bound" in v["prefill_flops_note"]
     assert v["decode_bandwidth_utilization"] is None and "fits in cache" in v["decode_bandwidth_note"]
     assert run.finish()["status"] == "ok"  # the record is saved: no impossible value in it
+
+
+def test_steps_that_need_a_skipped_engine_are_skipped_not_failed(tmp_path):
+    """A served-only target has no offline engine: the offline steps do not apply (skipped, with
+    the reason), they are not failures."""
+    import ascendeval
+    from ascendeval import perf
+
+    params = tmp_path / "served.yaml"
+    params.write_text("model: {id: 'builtin:tiny-qwen2-untrained', name: served}\n"
+                      "target: {engine: openai}\nserver: {kind: external, url: 'http://127.0.0.1:9'}\n")
+    run = ascendeval.open_section("performance", str(params), str(tmp_path / "run"))
+    plan = run.step("plan", perf.plan, run)
+    pe = run.step("engine", perf.open_engine, run)
+    for name, fn in (("latency", perf.latency), ("throughput", perf.throughput),
+                     ("prefill_decode", perf.prefill_decode), ("memory", perf.memory)):
+        run.step(name, fn, run, pe, plan)
+    run.step("roofline", perf.roofline, run, plan, None)
+    assert run.step_status("engine") == "skipped"
+    for name in ("latency", "throughput", "prefill_decode", "memory"):
+        assert run.steps[name]["status"] == "skipped", (name, run.steps[name])
+        assert run.steps[name]["reason"].startswith("needs step 'engine', which skipped: offline measurements")
+    assert run.steps["roofline"]["status"] == "skipped"
+    assert "needs step 'prefill_decode', which skipped" in run.steps["roofline"]["reason"]
