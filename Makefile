@@ -23,4 +23,4 @@ test-fast: install
 	$(PY) -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
 
 notebooks: install
-	$(PY) scripts/make_notebooks.py
+	$(VENV)/bin/jupytext --sync notebooks/*.py

@@ -1,0 +1,134 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Performance
+#
+# How fast is the model on this target, offline and served? Every figure below is measured in this
+# run; counts come from `sections.performance` in the params file (smaller counts apply
+# automatically to models above `reduced.above_params` parameters).
+#
+# * **Latency** — `vllm bench latency` semantics: one batch of fixed-length random-token prompts,
+#   `ignore_eos`, warm-up iterations not counted, prefix caching off (repeated prompts would
+#   otherwise hit the cache and skip prefill). Mean and P10…P99 over the timed iterations, plus
+#   end-to-end latency at several output lengths.
+# * **Throughput** — `vllm bench throughput`: all prompts at once. The same prompts also go through
+#   a bare `LLM.generate` on the same engine, alternating, so the harness's own overhead is
+#   measured (goal: harness ≥ 0.98 × bare).
+# * **Prefill / decode split** — prefill tok/s = B·L_in / T(long input, 1 token);
+#   decode tok/s = B·(L_out−1) / (T(short input, L_out) − T(short input, 1)), per batch size B.
+# * **Graph vs eager** — the same workloads with `enforce_eager` true and false (ACL graph on
+#   Ascend, CUDA graph on GPUs, torch.compile on CPU), start-up time included.
+# * **Roofline** — decode bandwidth utilisation
+#   MBU = (W + B·C·kv) · steps/s ÷ measured bandwidth (W weight bytes, C mean context tokens,
+#   kv bytes per token); prefill FLOPs utilisation MFU = B·(2·N·T + 2·layers·T²·hidden) ÷ T_prefill
+#   ÷ measured matmul FLOP/s. Bandwidth and matmul throughput come from the environment record.
+# * **Memory** — weights, KV-cache capacity in tokens and the max concurrency the engine reports,
+#   peak RSS of the process tree (and device memory on accelerators).
+# * **Serving** — an async streaming client with vLLM's definitions: TTFT to the first generated
+#   chunk, TPOT = (E2EL − TTFT)/(output tokens − 1) with tokens from `usage`, ITL per chunk, E2EL;
+#   Poisson/gamma arrivals, request-rate and concurrency sweeps. Raw rows:
+#   `records/performance.requests.jsonl`.
+
+# %% tags=["parameters"]
+# Parameters (papermill injects the run's values after this cell)
+params_file = "../params/tiny-qwen2.yaml"
+run_dir = ""  # empty: a fresh run directory under outputs/<model>/
+
+# %%
+import ascendeval
+from ascendeval import perf
+
+run = ascendeval.open_section("performance", params_file, run_dir)
+print(f"run directory: {run.run_dir}")
+print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.device}")
+
+# %% [markdown]
+# ## Plan: effective counts and model facts
+
+# %%
+plan = run.step("plan", perf.plan, run)
+run.show("plan", plan)
+
+# %% [markdown]
+# ## Engine (prefix caching off for offline measurements)
+
+# %%
+pe = run.step("engine", perf.open_engine, run)
+run.show("engine", pe)
+
+# %% [markdown]
+# ## Offline latency
+
+# %%
+lat = run.step("latency", perf.latency, run, pe, plan)
+run.show("latency", lat)
+
+# %% [markdown]
+# ## Offline throughput: harness vs bare `LLM.generate`
+
+# %%
+thr = run.step("throughput", perf.throughput, run, pe, plan)
+run.show("throughput", thr)
+
+# %% [markdown]
+# ## Prefill and decode speed per batch size
+
+# %%
+split = run.step("prefill_decode", perf.prefill_decode, run, pe, plan)
+run.show("prefill_decode", split)
+
+# %% [markdown]
+# ## Memory
+
+# %%
+mem = run.step("memory", perf.memory, run, pe, plan)
+run.show("memory", mem)
+
+# %% [markdown]
+# ## Graph vs eager (start-up included)
+
+# %%
+graph = run.step("graph_vs_eager", perf.graph_vs_eager, run, pe, plan, lat, thr)
+run.show("graph_vs_eager", graph)
+
+# %%
+run.step("close_engine", perf.close_engine, pe)
+
+# %% [markdown]
+# ## Roofline
+
+# %%
+roof = run.step("roofline", perf.roofline, run, plan, split)
+run.show("roofline", roof)
+
+# %% [markdown]
+# ## Serving benchmark and sweeps
+
+# %%
+serving = run.step("serving", perf.serving, run, plan)
+run.show("serving", serving)
+
+# %%
+run.step("serving_plots", perf.show_plots, serving)
+
+# %% [markdown]
+# Read TTFT against the request rate: flat TTFT means the server keeps up; a knee marks where
+# requests start queueing. Throughput that stops growing with concurrency marks the batch size
+# the target saturates at. A utilisation above the roofline's ceiling is reported as not
+# measured (the working set fits in cache), never as a value above 100 %.
+
+# %%
+record = run.finish()
