@@ -167,16 +167,18 @@ class SectionRun:
         return eng
 
     @contextlib.contextmanager
-    def served(self, label: str = "server", **overrides: Any) -> Iterator[str]:
+    def served(self, label: str = "server", fresh: bool = False, **overrides: Any) -> Iterator[str]:
         """Base URL of a served model: params' server.url, the run's shared server, or one started
-        here with the params' settings (+ overrides) and stopped when the block ends."""
+        here with the params' settings (+ overrides) and stopped when the block ends. `fresh`:
+        always start one here (a baseline that must start and run like the servers it is
+        compared with)."""
         from . import server
 
         if self.cfg.server.url and not overrides:
             yield self.cfg.server.url.rstrip("/")
             return
         shared = os.environ.get("ASCENDEVAL_SHARED_SERVER_URL")
-        if shared and not overrides:
+        if shared and not overrides and not fresh:
             # started once by the runner for the whole run; its start time is in run.json
             self.engine_starts.append({"label": label, "engine": "server", "shared": True, "wall_s": None,
                                        "url": shared})

@@ -580,7 +580,7 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
     """Disaggregated prefill as it is deployed: a prefill server (kv_producer) and a decode
     server (kv_consumer) live at once behind the proxy (`pd_proxy.PDProxy`), every request
     prefilled on P, its KV handed to D through the vLLM KV connector, decoded on D. The same
-    prompts go, one at a time, to one ordinary server (the run's shared one) for the baseline.
+    prompts go, one at a time, to one ordinary server of the same settings for the baseline.
 
     TTFT through the proxy = prefill on P + KV transfer + first decode step on D (+ the proxy's
     own hop); the proxy times P's part and D's first token separately. D's external prefix-cache
@@ -612,11 +612,13 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
         return loadgen.run_load(ep, prompts, c.disagg_output_len, loadgen.LoadSpec(max_concurrency=1),
                                 warmup_requests=1, warmup_prompts=warm)
 
-    with run.served("pd-single") as single_url:
+    # the baseline is a server of its own, started like P and D and measured just before them:
+    # the run's shared server has served other steps and started at another time
+    with run.served("features-pd-single", fresh=True) as single_url:
         base = one_at_a_time(single_url)
     try:
-        with run.served("pd-prefill", kv_transfer_config=kv("kv_producer")) as p_url, \
-                run.served("pd-decode", kv_transfer_config=kv("kv_consumer")) as d_url:
+        with run.served("features-pd-prefill", kv_transfer_config=kv("kv_producer")) as p_url, \
+                run.served("features-pd-decode", kv_transfer_config=kv("kv_consumer")) as d_url:
             proxy = PDProxy(p_url, d_url)
             with proxy as url:
                 before = scrape_metrics(d_url)

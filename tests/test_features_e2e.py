@@ -49,8 +49,9 @@ def test_features_section(tmp_path, params_factory, cli):
     assert off["shared_prefix_caching_off"]["num_cached_tokens"] == 0 and off["ttft_speedup_vs_caching_off"] > 0
     # one engine at a time: every comparison engine started after the main one was closed
     labels = [s["label"] for s in m["engine_starts"]]
-    assert labels[0] == "features-main" and {"features-prefix-off", "features-spec-ngram", "features-pd-prefill",
-                                               "features-pd-decode", "features-chunked-off"} <= set(labels)
+    assert labels[0] == "features-main" and {
+        "features-prefix-off", "features-spec-ngram", "features-pd-single", "features-pd-prefill", "features-pd-decode",
+        "features-chunked-off"} <= set(labels)
 
     s = m["speculative"]["ngram"]
     assert s["status"] == "ok" and s["num_draft_tokens"] > 0
