@@ -85,6 +85,7 @@ def test_npu_engines_spawn_their_workers(tmp_path):
 def _memory_step(kind: str):
     run = SimpleNamespace(cfg=SimpleNamespace(target=SimpleNamespace(device=kind)), added={})
     run.add = lambda key, value: run.added.__setitem__(key, value)
+    run.needs = lambda step, value: value  # the engine step produced `pe`
     pe = SimpleNamespace(info={"kv_cache_tokens": 1000}, max_model_len=4096)
     plan = SimpleNamespace(model_facts={"weights_bytes": 10})
     return perf.memory(run, pe, plan).values
