@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from . import catalog
 from . import config as config_mod
 from .errors import SectionSkipped  # noqa: F401 - re-exported: sections import it from here
 from . import paths, records
@@ -204,7 +205,10 @@ class SectionRun:
         if info and info["status"] != "ok":
             display(Markdown(f"**{name}: {info['status']}** — {info['reason']}"))
         elif result is not None and hasattr(result, "table"):
-            display(result.table())
+            # metric keys shown with their catalog labels, in the report's language
+            display(catalog.label_frame(result.table(), self.cfg.sections.report.language))
+        elif result is not None and hasattr(result, "columns") and hasattr(result, "rename"):
+            display(catalog.label_frame(result, self.cfg.sections.report.language))
         elif result is not None:
             display(result)
 

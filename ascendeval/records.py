@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timezone
@@ -86,59 +85,32 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- validation
 
-# Rules keyed on metric-name shape. Names carry their unit (DESIGN.md), so the shape says what
-# range is possible.
-_NONNEG = re.compile(r"(_ms|_s|_us|_bytes|_mib|_gib|_gb|_per_s|_tokens|_count|^num_|_num_|mse|max_abs|_std)$|(^|_)kl($|_)|tok_per_s|flops|_gbps")
-_UNIT_INTERVAL = re.compile(r"(_rate|_ratio|_fraction|agreement|overlap|accuracy|_acc$|utilization|utilisation|pass_at_\d+)$")
-_COSINE = re.compile(r"(^|_)cos(ine)?(_|$)")
-_PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)_(.+)$")
-
-
 def validate_metrics(metrics: Any, where: str = "metrics") -> list[str]:
-    """Return a list of problems (empty when every value is possible)."""
+    """Return a list of problems (empty when every value is possible).
+
+    What is possible for a key comes from its declaration in the metric catalog (catalog.py:
+    kind -> range), never from the key's spelling; within each mapping the statistics of one
+    quantity must be in order (min <= p50 <= ... <= max)."""
+    from . import catalog
+
     problems: list[str] = []
 
     def walk(obj: Any, path: str, key: str) -> None:
         if isinstance(obj, dict):
             for k, v in obj.items():
                 walk(v, f"{path}.{k}", str(k))
-            _check_percentile_order(obj, path, problems)
+            problems.extend(catalog.percentile_order_problems(obj, path))
             return
         if isinstance(obj, list):
             for i, v in enumerate(obj):
                 walk(v, f"{path}[{i}]", key)
             return
-        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
-            return
-        if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-            problems.append(f"{path}: {obj} is not a number (use null for 'not measured')")
-            return
-        k = key.lower()
-        if "delta" in k or "diff" in k and "abs" not in k or "speedup" in k or "change" in k:
-            return  # signed by nature
-        if _COSINE.search(k) and not -1.0 - 1e-6 <= obj <= 1.0 + 1e-6:
-            problems.append(f"{path}: cosine {obj} outside [-1, 1]")
-        elif _UNIT_INTERVAL.search(k) and not -1e-9 <= obj <= 1.0 + 1e-9:
-            problems.append(f"{path}: rate {obj} outside [0, 1]")
-        elif _NONNEG.search(k) and obj < 0:
-            problems.append(f"{path}: {obj} is negative")
+        why = catalog.check_value(key, obj)
+        if why:
+            problems.append(f"{path}: {why}")
 
     walk(metrics, where, "")
     return problems
-
-
-def _check_percentile_order(d: dict, path: str, problems: list[str]) -> None:
-    """p50_x <= p90_x <= p99_x for every metric stem x found in the same mapping."""
-    by_stem: dict[str, list[tuple[float, float, str]]] = {}
-    for k, v in d.items():
-        m = _PCT.match(str(k))
-        if m and isinstance(v, (int, float)) and not isinstance(v, bool):
-            by_stem.setdefault(m.group(2), []).append((float(m.group(1)), float(v), str(k)))
-    for stem, items in by_stem.items():
-        items.sort()
-        for (q1, v1, k1), (q2, v2, k2) in zip(items, items[1:]):
-            if v1 > v2 * (1 + 1e-9) + 1e-12:
-                problems.append(f"{path}: {k1}={v1} > {k2}={v2}")
 
 
 def validate_record(rec: dict[str, Any]) -> list[str]:

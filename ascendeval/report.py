@@ -5,8 +5,8 @@ never measures. Every number in the card is printed from a record of the same ru
 names the record (and notebook) it came from, so a reader can trace it. Things that were not
 measured are said to be not measured (never 0), with the reason the record gives.
 
-All display labels live in this module, in English and Chinese (`LABELS`, `METRIC_LABELS`), so
-record keys stay plain snake_case with units (DESIGN.md) and translations stay in one place.
+Metric labels and number formats come from the metric catalog (catalog.py, data/metrics.yaml);
+the card's own prose, headings and probe-fact labels live here (`LABELS`), in English and Chinese.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SectionSkipped
-from . import records
+from . import catalog, records
 
 SECTIONS = ("environment", "smoke", "performance", "precision", "quality", "features", "report")
 NOTEBOOK_STEMS = {
@@ -218,144 +218,6 @@ LABELS: dict[str, dict[str, str]] = {
     },
 }
 
-# Metric key -> label. Keys not listed get a label built from their parts (see `metric_label`).
-METRIC_LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "load_s": "Load time (s)", "rss_bytes": "Process memory (RSS)", "rss_delta_bytes": "Memory added by loading",
-        "kv_cache_tokens": "KV cache capacity (tokens)", "identical_rate": "Identical greedy outputs (run 1 vs 2)",
-        "same_as_offline_rate": "Served output = offline output", "mean_latency_s": "Mean latency (s)",
-        "mean_ttft_ms": "Mean TTFT (ms)", "requests": "Requests", "empty_outputs": "Empty outputs",
-        "avg_latency_s": "Average latency (s)", "prompt_tok_per_s": "Prompt throughput (tok/s)",
-        "generation_tok_per_s": "Generation throughput (tok/s)", "output_tok_per_s": "Output throughput (tok/s)",
-        "total_tok_per_s": "Total throughput (tok/s)", "request_throughput_req_per_s": "Request throughput (req/s)",
-        "peak_output_tok_per_s": "Peak output throughput (tok/s)", "goodput_req_per_s": "Goodput (req/s)",
-        "top1_agreement": "Top-1 token agreement", "topk_overlap": "Top-k overlap", "mean_cosine": "Mean logits cosine",
-        "min_cosine": "Min logits cosine", "mean_mse": "Mean logits MSE", "mean_kl": "Mean KL (nats)",
-        "max_kl": "Max KL (nats)", "mean_abs_ref_logprob_diff": "Mean |Δ logprob| of reference token",
-        "num_positions": "Positions compared", "free_token_agreement": "Free-running token agreement",
-        "completed_count": "Completed requests", "failed_count": "Failed requests", "num_items": "Items",
-        "output_len": "Output tokens", "input_len": "Input tokens", "batch_size": "Batch size",
-        "prefill_tok_per_s": "Prefill speed (tok/s)",
-        "decode_tok_per_s": "Decode speed (tok/s)",
-        "decode_ms_per_step": "Decode time per step (ms)",
-        "prefill_s": "Prefill time (s)",
-        "decode_s": "Decode time (s)",
-        "prefill_input_len": "Prefill input tokens",
-        "decode_output_len": "Decode output tokens",
-        "weight_bytes": "Weights",
-        "checkpoint_bytes": "Checkpoint",
-        "kv_bytes_per_token": "KV cache bytes per token",
-        "kv_cache_blocks_count": "KV cache blocks",
-        "kv_cache_max_concurrency": "Max concurrent full-length requests",
-        "max_model_len_tokens": "Max model length (tokens)",
-        "peak_rss_bytes": "Peak process memory",
-        "compilation_mode": "Compilation mode (as the engine resolved it)",
-        "cudagraph_mode": "Graph capture mode (CUDA / ACL graph)",
-        "vllm_version": "vLLM version",
-        "datasheet_bf16_tflops": "Datasheet BF16 peak (TFLOP/s, vendor)",
-        "datasheet_memory_bandwidth_gbps": "Datasheet memory bandwidth (GB/s, vendor)",
-        "engine_device_memory_bytes": "Device memory held by the engine's processes",
-        "device_used_bytes": "Device memory in use (whole device, all processes)",
-        "device_total_bytes": "Device memory capacity",
-        "device_memory_source": "Device memory read from",
-        "device_memory_reason": "Device memory note",
-        "elapsed_s": "Elapsed (s)",
-        "num_requests": "Requests",
-        "total_input_tokens": "Input tokens (total)",
-        "total_output_tokens": "Output tokens (total)",
-        "scope": "Compared over",
-        "num_nonfinite_positions": "Positions with non-finite target logits",
-        "mean_ref_logprob_diff": "Mean Δ logprob of reference token",
-        "max_abs_ref_logprob_diff": "Max |Δ logprob| of reference token",
-        "mean_logit_max_abs": "Mean max |Δ logit|",
-        "logit_max_abs": "Max |Δ logit|",
-        "p99_kl": "P99 KL (nats)",
-        "num_prompts": "Prompts",
-        "wall_s": "Wall time (s)",
-        "num_prompts_diverged": "Prompts that diverged",
-        "free_prefix_agreement": "Identical prefix share",
-        "num_compared_tokens": "Tokens compared",
-        "count": "Count",
-        "max_latency_s": "Max latency (s)",
-        "min_latency_s": "Min latency (s)",
-        "sweep": "Sweep",
-        "request_rate_label": "Request rate (req/s)",
-        "max_concurrency": "Max concurrency",
-        "overall_pass_rate": "Overall pass rate",
-        "mode": "Prompt mode",
-        "same_output_rate": "Same output as reference",
-        "pass_rate": "Pass rate",
-        "iters_count": "Timed iterations",
-    },
-    "zh": {
-        "load_s": "加载时间 (s)", "rss_bytes": "进程内存 (RSS)", "rss_delta_bytes": "加载新增内存",
-        "kv_cache_tokens": "KV Cache 容量 (tokens)", "identical_rate": "两次贪心输出一致率",
-        "same_as_offline_rate": "服务输出与离线输出一致率", "mean_latency_s": "平均延迟 (s)",
-        "mean_ttft_ms": "平均首 Token 延迟 TTFT (ms)", "requests": "请求数", "empty_outputs": "空输出数",
-        "avg_latency_s": "平均延迟 (s)", "prompt_tok_per_s": "Prompt 吞吐 (tok/s)",
-        "generation_tok_per_s": "生成吞吐 (tok/s)", "output_tok_per_s": "输出吞吐 (tok/s)",
-        "total_tok_per_s": "总吞吐 (tok/s)", "request_throughput_req_per_s": "请求吞吐 (req/s)",
-        "peak_output_tok_per_s": "峰值输出吞吐 (tok/s)", "goodput_req_per_s": "有效吞吐 Goodput (req/s)",
-        "top1_agreement": "Top-1 Token 一致率", "topk_overlap": "Top-k 重叠率", "mean_cosine": "Logits 平均余弦相似度",
-        "min_cosine": "Logits 最小余弦相似度", "mean_mse": "Logits 平均均方误差 (MSE)", "mean_kl": "平均 KL 散度 (nats)",
-        "max_kl": "最大 KL 散度 (nats)", "mean_abs_ref_logprob_diff": "参考 Token 对数概率平均绝对差",
-        "num_positions": "对比位置数", "free_token_agreement": "自由生成 Token 一致率",
-        "completed_count": "成功请求数", "failed_count": "失败请求数", "num_items": "样本数",
-        "output_len": "输出 Token 数", "input_len": "输入 Token 数", "batch_size": "批大小",
-        "prefill_tok_per_s": "Prefill 速度 (tok/s)",
-        "decode_tok_per_s": "Decode 速度 (tok/s)",
-        "decode_ms_per_step": "Decode 每步耗时 (ms)",
-        "prefill_s": "Prefill 耗时 (s)",
-        "decode_s": "Decode 耗时 (s)",
-        "prefill_input_len": "Prefill 输入 Token 数",
-        "decode_output_len": "Decode 输出 Token 数",
-        "weight_bytes": "权重大小",
-        "checkpoint_bytes": "权重文件大小",
-        "kv_bytes_per_token": "每 Token KV Cache 字节数",
-        "kv_cache_blocks_count": "KV Cache 块数",
-        "kv_cache_max_concurrency": "满长度请求最大并发数",
-        "max_model_len_tokens": "最大序列长度 (tokens)",
-        "peak_rss_bytes": "进程峰值内存",
-        "compilation_mode": "编译模式（引擎实际采用）",
-        "cudagraph_mode": "图捕获模式 (CUDA / ACL graph)",
-        "vllm_version": "vLLM 版本",
-        "datasheet_bf16_tflops": "厂商标称 BF16 峰值 (TFLOP/s)",
-        "datasheet_memory_bandwidth_gbps": "厂商标称内存带宽 (GB/s)",
-        "engine_device_memory_bytes": "推理引擎进程占用的设备内存",
-        "device_used_bytes": "设备已用内存（整卡，所有进程）",
-        "device_total_bytes": "设备内存容量",
-        "device_memory_source": "设备内存来源",
-        "device_memory_reason": "设备内存说明",
-        "elapsed_s": "耗时 (s)",
-        "num_requests": "请求数",
-        "total_input_tokens": "输入 Token 总数",
-        "total_output_tokens": "输出 Token 总数",
-        "scope": "对比范围",
-        "num_nonfinite_positions": "目标 logits 非有限值的位置数",
-        "mean_ref_logprob_diff": "参考 Token 对数概率平均差",
-        "max_abs_ref_logprob_diff": "参考 Token 对数概率最大绝对差",
-        "mean_logit_max_abs": "Logits 最大绝对差均值",
-        "logit_max_abs": "Logits 最大绝对差",
-        "p99_kl": "P99 KL 散度 (nats)",
-        "num_prompts": "提示词数",
-        "wall_s": "耗时 (s)",
-        "num_prompts_diverged": "出现分歧的提示词数",
-        "free_prefix_agreement": "相同前缀占比",
-        "num_compared_tokens": "对比 Token 数",
-        "count": "数量",
-        "max_latency_s": "最大延迟 (s)",
-        "min_latency_s": "最小延迟 (s)",
-        "sweep": "扫描类型",
-        "request_rate_label": "请求速率 (req/s)",
-        "max_concurrency": "最大并发",
-        "overall_pass_rate": "总体通过率",
-        "mode": "提示模式",
-        "same_output_rate": "与参考输出一致率",
-        "pass_rate": "通过率",
-        "iters_count": "计时迭代次数",
-    },
-}
-
 _PART_LABELS = {
     "en": {"p50": "P50", "p90": "P90", "p95": "P95", "p99": "P99", "p10": "P10", "p25": "P25", "p75": "P75",
            "mean": "mean", "median": "median", "std": "std", "min": "min", "max": "max", "ttft": "TTFT",
@@ -397,10 +259,11 @@ def section_label(section: str, lang: str = "en") -> str:
 
 
 def metric_label(key: str, lang: str = "en") -> str:
-    """`p99_ttft_ms` -> 'P99 TTFT (ms)' / 'P99 首 Token 延迟 TTFT (ms)'; listed keys use METRIC_LABELS."""
-    table = METRIC_LABELS.get(lang, METRIC_LABELS["en"])
-    if key in table:
-        return table[key]
+    """The key's label from the metric catalog (`p99_ttft_ms` -> 'P99 TTFT (ms)'). Keys outside
+    the catalog (probe and model facts, never metrics) get a label built from their parts."""
+    declared = catalog.get(key)
+    if declared is not None:
+        return declared.label(lang)
     if key.endswith("_pass_rate"):  # per-suite pass rates: qa_pass_rate, code_pass_rate, ...
         suite = key[: -len("_pass_rate")]
         return f"{suite} 通过率" if lang == "zh" else f"{suite} pass rate"
@@ -424,7 +287,10 @@ def metric_label(key: str, lang: str = "en") -> str:
 
 
 def fmt(value: Any, key: str = "", lang: str = "en") -> str:
-    """One value for a table cell. None is 'not measured' (never 0); units come from the key."""
+    """One value for a table cell. None is 'not measured' (never 0). A key in the metric catalog
+    is formatted by its declared kind and unit; probe and model facts by their key's unit."""
+    if catalog.get(key) is not None:
+        return catalog.format_value(value, key, lang)
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -1132,10 +998,11 @@ def _sec_quality(b: _Builder) -> None:
             if not isinstance(r, dict):
                 continue
             scores = {k: v for k, v in r.items() if isinstance(v, dict) and "accuracy" in v}
+            shown = metric_label(name, lang)  # the benchmark's own name (GSM8K, ARC-Challenge, ...)
             if not scores:
-                rows.append((name, "—", "—", "—", L(lang, r.get("status", "skipped")), r.get("reason") or ""))
+                rows.append((shown, "—", "—", "—", L(lang, r.get("status", "skipped")), r.get("reason") or ""))
             for method, s in scores.items():
-                rows.append((name, method, fmt(s.get("accuracy"), "accuracy"), fmt(s.get("num_items")),
+                rows.append((shown, method, fmt(s.get("accuracy"), "accuracy"), fmt(s.get("num_items")),
                              L(lang, r.get("status", "ok")), get(r, "provenance.source") or ""))
         b.add(md_table([L(lang, "metric"), L(lang, "method"), L(lang, "accuracy"), L(lang, "items"), L(lang, "status"),
                         L(lang, "note")], rows),

@@ -27,14 +27,14 @@ def test_save_and_load_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("metrics,fragment", [
-    ({"cosine_similarity": 1.0009}, "cosine 1.0009 outside [-1, 1]"),
+    ({"mean_cosine": 1.0009}, "cosine 1.0009 outside [-1, 1]"),
     ({"mean_cosine": -1.2}, "outside [-1, 1]"),
     ({"top1_agreement": 1.2}, "outside [0, 1]"),
-    ({"success_rate": -0.1}, "outside [0, 1]"),
+    ({"failed_rate": -0.1}, "outside [0, 1]"),
     ({"mean_ttft_ms": -3.0}, "negative"),
-    ({"kl_mean": -0.01}, "negative"),
+    ({"mean_kl": -0.01}, "negative"),
     ({"p50_ttft_ms": 30.0, "p99_ttft_ms": 20.0}, "p50_ttft_ms=30.0 > p99_ttft_ms=20.0"),
-    ({"latency": {"p10_s": 1.0, "p90_s": 0.5}}, "p10_s=1.0 > p90_s=0.5"),
+    ({"latency": {"p10_latency_s": 1.0, "p90_latency_s": 0.5}}, "p10_latency_s=1.0 > p90_latency_s=0.5"),
     ({"rows": [{"accuracy": 2}]}, "rows[0].accuracy"),
 ])
 def test_impossible_values_refused(tmp_path, metrics, fragment):
@@ -50,7 +50,7 @@ def test_nan_becomes_not_measured(tmp_path):
 
 
 def test_signed_metrics_allowed(tmp_path):
-    records.save(tmp_path, rec(ttft_delta_ms=-5.0, logprob_diff=-0.2, speedup=0.8))
+    records.save(tmp_path, rec(mean_ttft_ms_delta=-0.5, mean_ref_logprob_diff=-0.2, ttft_speedup=0.8))
     assert records.load(tmp_path, "perf")["status"] == "ok"
 
 

@@ -89,7 +89,7 @@ def test_impossible_values_and_token_counts(tmp_path):
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rp = d / "records" / "smoke.json"
     rec = json.loads(rp.read_text())
-    rec["metrics"]["cosine_sim"] = 1.0009  # the seed report's impossible cosine
+    rec["metrics"]["mean_cosine"] = 1.0009  # the seed report's impossible cosine
     rec["metrics"]["lat"] = {"p50_latency_s": 2.0, "p99_latency_s": 1.0}
     rp.write_text(json.dumps(rec))
     text = "\n".join(verify.verify_run(d).problems)
