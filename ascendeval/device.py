@@ -405,6 +405,23 @@ def process_tree_pids(root: int | None = None) -> list[int]:
         return []
 
 
+def process_tree_memory(root: int | None = None) -> dict[str, int]:
+    """Current RSS and peak RSS (VmHWM) summed over this process (or `root`) and its children:
+    vLLM runs its engine core in a child process, so one process's RSS misses most of the memory."""
+    import psutil  # noqa: PLC0415
+
+    cur = peak = 0
+    for pid in process_tree_pids(root):
+        try:
+            cur += psutil.Process(pid).memory_info().rss
+            status = Path(f"/proc/{pid}/status").read_text()
+            hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+            peak += hwm * 1024
+        except (psutil.Error, OSError, ValueError):
+            pass
+    return {"rss_bytes": cur, "peak_rss_bytes": peak}
+
+
 def _default_tool(args: list[str]) -> tuple[str | None, str | None]:
     from .env import _run_tool  # noqa: PLC0415 - env imports this module
 

@@ -28,10 +28,12 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from . import device as device_mod
 from . import metrics as metrics_mod
 from .context import SectionRun, SectionSkipped
 from .engines import Sampling
 from .engines import vllm_compat
+from .token_prompts import TokenPrompts
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus" / "en.txt"
 
@@ -80,19 +82,6 @@ def safe_ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0:
         return None
     return float(num) / float(den)
-
-
-class TokenPrompts:
-    """Seeded random token-id prompts: exact lengths, no tokenizer round trip, no special tokens."""
-
-    def __init__(self, tokenizer: Any, seed: int):
-        specials = set(getattr(tokenizer, "all_special_ids", []) or [])
-        vocab = int(getattr(tokenizer, "vocab_size", None) or len(tokenizer))
-        self.ids = np.array([i for i in range(vocab) if i not in specials], dtype=np.int64)
-        self.rng = np.random.default_rng(seed)
-
-    def make(self, n_tokens: int) -> list[int]:
-        return [int(x) for x in self.rng.choice(self.ids, size=n_tokens)]
 
 
 def request_timing(out: Any) -> dict[str, Any]:
@@ -824,9 +813,7 @@ def max_concurrency(num_blocks: int, block_size: int, seq_len: int) -> int:
 
 
 def _rss() -> int:
-    from .smoke import process_tree_rss_bytes
-
-    return process_tree_rss_bytes()
+    return device_mod.process_tree_memory()["rss_bytes"]
 
 
 def capacity(run: SectionRun, main: Main | None) -> Table:

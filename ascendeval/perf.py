@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 
 from . import device as device_mod
 from . import loadgen, metrics, records
 from .context import SectionRun, SectionSkipped
 from .engines import Engine, Sampling
+from .token_prompts import TokenPrompts
 
 # =========================================================================== set-up
 
@@ -148,18 +148,8 @@ def _check_len(pe: PerfEngine, what: str, input_len: int, output_len: int) -> No
 
 
 def token_prompts(tokenizer: Any, n: int, length: int, seed: int) -> list[list[int]]:
-    """`n` random token-id prompts of exactly `length` tokens (like vLLM's dummy/random prompts).
-
-    Ids are drawn below the vocabulary size, special tokens excluded, so every model accepts
-    them (vLLM's fixed bound of 10000 fails on small vocabularies).
-    """
-    if n <= 0:
-        raise ValueError(f"number of prompts must be >= 1, got {n}")
-    vocab = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    allowed = np.array([i for i in range(min(vocab, 50000)) if i not in special])
-    rng = np.random.default_rng(seed)
-    return [rng.choice(allowed, size=length).tolist() for _ in range(n)]
+    """`n` random token-id prompts of exactly `length` tokens (token_prompts.TokenPrompts)."""
+    return TokenPrompts(tokenizer, seed).many(n, length)
 
 
 def _timed_generate(eng: Engine, prompts: list[list[int]], sampling: Sampling) -> tuple[float, list[Any]]:
@@ -517,23 +507,6 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
 # =========================================================================== memory
 
 
-def process_tree_peak_rss_bytes() -> dict[str, int]:
-    """Current and peak (VmHWM) RSS summed over this process and its children (vLLM runs its
-    engine core in a child process, so the notebook's own RSS misses most of the memory)."""
-    procs = [psutil.Process()]
-    procs += psutil.Process().children(recursive=True)
-    cur = peak = 0
-    for pr in procs:
-        try:
-            cur += pr.memory_info().rss
-            status = Path(f"/proc/{pr.pid}/status").read_text()
-            hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-            peak += hwm * 1024
-        except (psutil.Error, OSError, ValueError):
-            pass
-    return {"rss_bytes": cur, "peak_rss_bytes": peak}
-
-
 @dataclass
 class MemoryResult:
     values: dict[str, Any]
@@ -555,7 +528,7 @@ def memory(run: SectionRun, pe: PerfEngine | None, p: Plan) -> MemoryResult:
         "kv_cache_max_concurrency": info.get("kv_cache_max_concurrency"),
         "max_model_len_tokens": pe.max_model_len,
     }
-    v.update(process_tree_peak_rss_bytes())
+    v.update(device_mod.process_tree_memory())
     if run.cfg.target.device != "cpu":
         # The engine's workers hold the model, not this process: read their rows of the device
         # tool's process table. Never torch.npu/torch.cuda here: it would read this process's ~0,

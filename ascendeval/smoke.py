@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import psutil
 
+from . import device as device_mod
 from .context import SectionRun, SectionSkipped
 from .engines import Engine, Generation, Sampling
 from .metrics import first_difference
@@ -34,14 +34,7 @@ DEFAULT_PROMPTS: list[tuple[str, str]] = [
 
 def process_tree_rss_bytes() -> int:
     """RSS of this process and its children (vLLM's engine core runs in a child process)."""
-    me = psutil.Process()
-    total = me.memory_info().rss
-    for child in me.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+    return device_mod.process_tree_memory()["rss_bytes"]
 
 
 def _prompts(run: SectionRun) -> list[tuple[str, str]]:

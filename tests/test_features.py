@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ascendeval import config, features, metrics
+from ascendeval.token_prompts import TokenPrompts
 
 
 def test_counter_delta_scalars_vectors_and_labels():
@@ -85,7 +86,7 @@ def test_prefix_workload_shares_exactly_the_prefix():
         all_special_ids = [0]
         vocab_size = 500
 
-    tp = features.TokenPrompts(Tok(), seed=1)
+    tp = TokenPrompts(Tok(), seed=1)
     shared, prime = features.prefix_workload(tp, 4, 100, 0.75, shared=True)
     assert all(len(p) == 100 for p in shared) and prime is not None and prime[:75] == shared[0][:75]
     assert all(p[:75] == shared[0][:75] for p in shared) and len({tuple(p[75:]) for p in shared}) == 4
