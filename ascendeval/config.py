@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SECTION_NAMES = ("environment", "smoke", "performance", "precision", "quality", "features", "report")
+from .sections import NAMES as SECTION_NAMES  # the registry is the one list of sections
 ENGINES = ("vllm", "hf", "openai")
 DEVICES = ("cpu", "cuda", "npu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")

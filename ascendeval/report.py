@@ -24,12 +24,10 @@ from typing import Any, Iterable
 
 from .errors import SectionSkipped
 from . import catalog, records
+from . import sections as sections_mod
 
-SECTIONS = ("environment", "smoke", "performance", "precision", "quality", "features", "report")
-NOTEBOOK_STEMS = {
-    "environment": "00_environment", "smoke": "01_smoke", "performance": "02_performance",
-    "precision": "03_precision", "quality": "04_quality", "features": "05_features", "report": "06_report",
-}
+SECTIONS = sections_mod.NAMES
+NOTEBOOK_STEMS = {s.name: s.notebook for s in sections_mod.SECTIONS}
 
 # =========================================================================== labels (en + zh)
 
@@ -249,9 +247,7 @@ def L(lang: str, key: str, **kw: Any) -> Any:
     return text.format(**kw) if kw and isinstance(text, str) else text
 
 
-_SECTION_KEYS = {"environment": "sec_env", "smoke": "sec_smoke", "performance": "sec_performance",
-                 "precision": "sec_precision", "quality": "sec_quality", "features": "sec_features",
-                 "report": "sec_report"}
+_SECTION_KEYS = {s.name: s.heading for s in sections_mod.SECTIONS}
 
 
 def section_label(section: str, lang: str = "en") -> str:
@@ -716,7 +712,7 @@ def _sec_verdicts(b: _Builder) -> None:
     lang = b.lang
     b.add(f"## {L(lang, 'sec_verdicts')}")
     rows = []
-    for s in SECTIONS[:-1]:
+    for s in sections_mod.JUDGED:
         v = section_verdict(b.d, s, lang)
         stem = NOTEBOOK_STEMS[s]
         link = _Raw(f"[{section_label(s, lang)}](records/{s}.json)") if b.d.rec(s) else section_label(s, lang)
@@ -1100,8 +1096,10 @@ def _sec_faq(b: _Builder) -> None:
 def build_card(data: RunData, lang: str = "en") -> Card:
     """The model card of one run, from its records only."""
     b = _Builder(data, lang)
-    for part in (_sec_header, _sec_verdicts, _sec_model, _sec_env, _sec_deploy, _sec_smoke, _sec_performance,
-                 _sec_precision, _sec_quality, _sec_features, _sec_not_measured, _sec_timing, _sec_files, _sec_faq):
+    # the run's own parts, the environment's deploy commands, then each section's part in run order
+    section_parts = [globals()[s.card] for s in sections_mod.SECTIONS if s.card]
+    for part in (_sec_header, _sec_verdicts, _sec_model, section_parts[0], _sec_deploy, *section_parts[1:],
+                 _sec_not_measured, _sec_timing, _sec_files, _sec_faq):
         part(b)
     return Card("\n\n".join(b.out) + "\n", b.images, data.run_dir)
 
@@ -1240,15 +1238,7 @@ def write_run_html(run_dir: str | Path, lang: str = "en") -> Path:
 
 # =========================================================================== cross-run index
 
-INDEX_METRICS = (
-    ("load_s", "smoke", "metrics.load.load_s"),
-    ("output_tok_per_s", "performance", "metrics.serving_main.output_tok_per_s"),
-    ("p99_ttft_ms", "performance", "metrics.serving_main.p99_ttft_ms"),
-    ("generation_tok_per_s", "performance", "metrics.latency.generation_tok_per_s"),
-    ("top1_agreement", "precision", "metrics.teacher_forced.top1_agreement"),
-    ("mean_cosine", "precision", "metrics.teacher_forced.mean_cosine"),
-    ("overall_pass_rate", "quality", "metrics.suites.overall_pass_rate"),
-)
+INDEX_METRICS = tuple(sections_mod.index_metrics())  # (key, section, path), declared by each section
 
 
 def find_runs(outputs: str | Path) -> list[Path]:
@@ -1275,7 +1265,7 @@ def index_rows(outputs: str | Path, lang: str = "en") -> list[dict[str, Any]]:
             "git": (any_rec.get("git_hash") or "")[:12],
             "rel": str(run_dir.relative_to(Path(outputs))),
         }
-        for s in SECTIONS[:-1]:
+        for s in sections_mod.JUDGED:
             v = section_verdict(d, s, lang)
             row[f"v_{s}"] = v.state
         for key, section, path in INDEX_METRICS:
@@ -1292,14 +1282,14 @@ def build_index(outputs: str | Path, lang: str = "en") -> dict[str, str]:
     """outputs/index.md and outputs/index.html: every run side by side (verdicts, key metrics, versions)."""
     outputs = Path(outputs)
     rows = index_rows(outputs, lang)
-    head = ["model", "run", "date", "target", "dtype"] + [s[:5] for s in SECTIONS[:-1]] + \
+    head = ["model", "run", "date", "target", "dtype"] + [s[:5] for s in sections_mod.JUDGED] + \
         [metric_label(k, lang) for k, _, _ in INDEX_METRICS] + ["vLLM", "torch", "CANN", "git"]
     table = []
     for r in rows:
         link = f"{r['rel']}/README.md"
         html_link = f"{r['rel']}/report.html" if (outputs / r["rel"] / "report.html").is_file() else f"{r['rel']}/README.html"
         table.append([r["model"], _Raw(f"[{r['run_id']}]({link}) ([html]({html_link}))"), r["date"], r["target"],
-                      r["dtype"]] + [_STATE_ICON.get(r[f"v_{s}"], "—") for s in SECTIONS[:-1]]
+                      r["dtype"]] + [_STATE_ICON.get(r[f"v_{s}"], "—") for s in sections_mod.JUDGED]
                      + [fmt(r[k], k) for k, _, _ in INDEX_METRICS]
                      + [r["vllm"] or "—", r["torch"] or "—", r["cann"] or "—", r["git"] or "—"])
     title = "ascendeval runs" if lang == "en" else "ascendeval 运行索引"
@@ -1342,7 +1332,7 @@ def verdict_table(data: RunData, lang: str = "en") -> Any:
 
     rows = [{"section": v.section, "status": (data.rec(v.section) or {}).get("status", "—"),
              "verdict": verdict_label(v.state, lang), "note": v.note}
-            for v in (section_verdict(data, s, lang) for s in SECTIONS[:-1])]
+            for v in (section_verdict(data, s, lang) for s in sections_mod.JUDGED)]
     return pd.DataFrame(rows)
 
 

@@ -22,20 +22,12 @@ from typing import Any
 
 from . import config as config_mod
 from . import paths, records
+from . import sections as sections_mod
 from .context import new_run_id
 
 log = logging.getLogger("ascendeval.runner")
 
-SECTION_NOTEBOOKS = {
-    "environment": "00_environment.ipynb",
-    "smoke": "01_smoke.ipynb",
-    "performance": "02_performance.ipynb",
-    "precision": "03_precision.ipynb",
-    "quality": "04_quality.ipynb",
-    "features": "05_features.ipynb",
-    "report": "06_report.ipynb",
-}
-assert tuple(SECTION_NOTEBOOKS) == config_mod.SECTION_NAMES
+SECTION_NOTEBOOKS = {s.name: f"{s.notebook}.ipynb" for s in sections_mod.SECTIONS}
 
 
 @dataclass
@@ -175,12 +167,7 @@ def _write_manifest(run_dir: Path, summary: RunSummary) -> None:
 
 # Sections that talk to a served model through SectionRun.served() without overrides: they can
 # share one server per run instead of each starting the same engine configuration again.
-SERVED_SECTIONS = {
-    "smoke": lambda cfg: cfg.sections.smoke.serve,
-    "performance": lambda cfg: cfg.sections.performance.serving.enabled and not cfg.sections.performance.serving.url,
-    # the served speculative A/B's baseline arm (its ngram arm needs its own server)
-    "features": lambda cfg: cfg.sections.features.speculative and cfg.sections.features.spec_served,
-}
+SERVED_SECTIONS = {s.name: s.uses_shared_server for s in sections_mod.SECTIONS if s.uses_shared_server}
 
 
 class SharedServer:
