@@ -596,22 +596,26 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
     def kv(role: str) -> dict[str, Any]:
         return {"kv_connector": c.kv_connector, "kv_role": role, "kv_connector_extra_config": extra}
 
-    def one_at_a_time(url: str) -> Any:
-        ep = loadgen.Endpoint(url, loadgen.list_models(url, key)[0], api_key=key, ignore_eos=True)
-        return loadgen.run_load(ep, prompts, c.disagg_output_len, loadgen.LoadSpec(max_concurrency=1),
-                                warmup_requests=1, warmup_prompts=warm)
+    def endpoint(url: str) -> Any:
+        return loadgen.Endpoint(url, loadgen.list_models(url, key)[0], api_key=key, ignore_eos=True)
+
+    def one_at_a_time(url: str, batch: list[list[int]]) -> Any:
+        return loadgen.run_load(endpoint(url), batch, c.disagg_output_len, loadgen.LoadSpec(max_concurrency=1),
+                                warmup_requests=0)
 
     # the baseline is a server of its own, started like P and D and measured just before them:
     # the run's shared server has served other steps and started at another time
     with run.served("features-pd-single", fresh=True) as single_url:
-        base = one_at_a_time(single_url)
+        one_at_a_time(single_url, warm)  # warm-up, not timed
+        base = one_at_a_time(single_url, prompts)
     try:
         with run.served("features-pd-prefill", kv_transfer_config=kv("kv_producer")) as p_url, \
                 run.served("features-pd-decode", kv_transfer_config=kv("kv_consumer")) as d_url:
             proxy = PDProxy(p_url, d_url)
             with proxy as url:
+                one_at_a_time(url, warm)  # warm-up through the whole path, before the counters are read
                 before = scrape_metrics(d_url)
-                disagg = one_at_a_time(url)
+                disagg = one_at_a_time(url, prompts)
                 ext = counter_delta(before, scrape_metrics(d_url), "vllm:external_prefix_cache")
     finally:
         stored_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else 0
