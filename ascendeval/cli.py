@@ -31,6 +31,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summaries = runner.run_many(args.params, sections=sections, run_id=args.resume or args.run_id,
                                 resume=bool(args.resume), progress=not args.no_progress)
     print(runner.summary_table(summaries))
+    if any(s.error and s.error.startswith("preflight: ") for s in summaries):
+        for s in summaries:
+            if s.error:
+                print(f"error: {s.params_file}: {s.error}", file=sys.stderr)
+        return 2
     for s in summaries:
         if s.run_dir:
             print(f"run directory: {s.run_dir}")
@@ -61,6 +66,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
             for line in params_advisories(cfg):
                 print(f"warning: {pf}: {line}", file=sys.stderr)
+            if args.preflight:
+                from . import preflight
+
+                try:
+                    for note in preflight.run(cfg).notes:
+                        print(f"ok: {pf}: {note}")
+                except preflight.PreflightError as exc:
+                    print(f"error: {pf}: preflight: {exc}", file=sys.stderr)
+                    rc = 2
     return rc
 
 
@@ -127,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check params files without running anything")
     v.add_argument("params", nargs="+")
+    v.add_argument("--preflight", action="store_true",
+                   help="also check what a run would hit: the model resolves, its weight files are intact, "
+                        "the endpoint answers, the device exists")
     v.set_defaults(func=_cmd_validate)
     vf = sub.add_parser("verify", help="recompute summaries from raw rows and check every record of a run")
     vf.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="outputs/<model>/<run_id>")

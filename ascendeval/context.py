@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import json
 import os
 import time
 import traceback
@@ -140,8 +141,15 @@ class SectionRun:
         """Resolve the params' model (building a builtin on first use); cached for the section."""
         if self._model is None:
             from . import models
+            from .preflight import RESOLVED_MODEL_ENV
 
-            self._model = models.resolve(self.cfg.model)
+            # the runner's preflight resolved it once for the whole run (same model id only)
+            handed = json.loads(os.environ.get(RESOLVED_MODEL_ENV) or "null")
+            if handed and handed["id"] == self.cfg.model.id and Path(handed["path"]).is_dir():
+                self._model = models.ResolvedModel(Path(handed["path"]), handed["id"], handed["revision"],
+                                                   handed["source"])
+            else:
+                self._model = models.resolve(self.cfg.model)
         return self._model
 
     def engine(self, label: str = "main", **overrides: Any) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
-from . import paths, records
+from . import paths, preflight, records
 from . import sections as sections_mod
 from .context import new_run_id
 
@@ -255,6 +255,17 @@ def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: 
         cfg = config_mod.load(params_path)
     except config_mod.ConfigError as exc:
         return RunSummary(str(params_file), "?", "", "error", error=str(exc))
+    # what every section would hit, once, before a run directory or an index entry exists
+    try:
+        checked = preflight.run(cfg)
+    except preflight.PreflightError as exc:
+        return RunSummary(str(params_file), cfg.model.short_name, "", "error", error=f"preflight: {exc}")
+    for note in checked.notes:
+        print(f"[{cfg.model.short_name}] preflight: {note}", file=sys.stderr, flush=True)
+    # resolved once here; every section's kernel inherits it instead of resolving again
+    os.environ.pop(preflight.RESOLVED_MODEL_ENV, None)
+    if checked.env_value():
+        os.environ[preflight.RESOLVED_MODEL_ENV] = checked.env_value()  # type: ignore[assignment]
     run_dir = (paths.outputs_dir() / cfg.model.short_name / (run_id or new_run_id(cfg))).resolve()
     (run_dir / "records").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(params_path, run_dir / "params.yaml")  # provenance: the exact params used

@@ -42,3 +42,21 @@ def params_factory(tmp_path):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def unloadable_model(tmp_path):
+    """A model directory that passes the preflight (config.json, intact weights) and fails when an
+    engine loads it: its config names a model type no library knows. For tests of a section that
+    fails at run time while the run goes on."""
+    import json
+    import shutil
+
+    from ascendeval import builtin_models
+
+    dest = tmp_path / "unloadable-model"
+    shutil.copytree(builtin_models.ensure("tiny-qwen2-untrained"), dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["model_type"] = "no_such_model_type"
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest

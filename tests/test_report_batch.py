@@ -22,8 +22,8 @@ def _params(tmp_path, name: str, model_id: str):
     return p
 
 
-def test_batch_keeps_going_and_resume_keeps_ok_sections(tmp_path, cli):
-    bad = _params(tmp_path, "broken", str(tmp_path / "no-such-model"))  # valid params, fails at run time
+def test_batch_keeps_going_and_resume_keeps_ok_sections(tmp_path, cli, unloadable_model):
+    bad = _params(tmp_path, "broken", str(unloadable_model))  # passes the preflight, fails at run time
     good = _params(tmp_path, "good", "builtin:tiny-qwen2-untrained")
     out = tmp_path / "outputs"
     proc = cli(["run", str(bad), str(good), "--sections", "smoke,environment,report", "--run-id", "b1",
@@ -31,9 +31,9 @@ def test_batch_keeps_going_and_resume_keeps_ok_sections(tmp_path, cli):
     assert proc.returncode == 1  # one model failed
     table = proc.stdout
     assert f"{bad}  smoke" in table and "failed" in table.split(f"{bad}  smoke")[1].splitlines()[0]
-    assert "ModelResolveError" in table  # the reason is in the summary
+    assert "no_such_model_type" in table  # the reason is in the summary
     broken = json.loads((out / "broken" / "b1" / "records" / "smoke.json").read_text())
-    assert broken["status"] == "failed" and "no-such-model" in broken["reason"]
+    assert broken["status"] == "failed" and "no_such_model_type" in broken["reason"]
     good_rows = [ln for ln in table.splitlines() if ln.startswith(str(good))]
     assert any(" environment " in ln and " ok " in ln for ln in good_rows), table
     assert any(ln.split()[1] == "(total)" for ln in good_rows)
