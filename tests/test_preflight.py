@@ -119,3 +119,18 @@ def test_a_model_directory_without_weights(tmp_path, tiny):
     shutil.copyfile(tiny / "config.json", empty / "config.json")
     with pytest.raises(preflight.PreflightError, match="no weight files"):
         preflight.check_weights(empty)
+
+
+@pytest.mark.parametrize("args", [["build-model", "nosuch"], ["weights", "scan", "/nonexistent"],
+                                  ["verify", "/nonexistent"], ["index", "/nonexistent/dir"]])
+def test_every_cli_error_is_one_line(tmp_path, args):
+    proc = _cli(args, tmp_path / "o")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _cli(["--debug", "build-model", "nosuch"], tmp_path / "o")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
