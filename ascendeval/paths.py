@@ -34,13 +34,18 @@ def outputs_dir() -> Path:
 
 
 def notebooks_dir() -> Path:
+    """ASCENDEVAL_NOTEBOOKS, else <checkout>/notebooks, else the copy installed with the package."""
     env = os.environ.get("ASCENDEVAL_NOTEBOOKS")
     root = project_root()
     if env:
         return Path(env)
-    if root is None:
-        raise FileNotFoundError("notebooks/ not found: run from a source checkout or set ASCENDEVAL_NOTEBOOKS")
-    return root / "notebooks"
+    if root is not None and (root / "notebooks").is_dir():
+        return root / "notebooks"
+    installed = PACKAGE_DIR / "notebooks"
+    if any(installed.glob("*.ipynb")):
+        return installed
+    raise FileNotFoundError("notebooks not found: not in a source checkout and not installed with the package; "
+                            "set ASCENDEVAL_NOTEBOOKS to a folder holding NN_<section>.ipynb")
 
 
 def set_engine_cache_env() -> None:
