@@ -239,7 +239,10 @@ def undeclared_keys(metrics: Any, skip: frozenset[str] = frozenset()) -> set[str
 
 def label_frame(df: Any, lang: str = "en") -> Any:
     """A pandas table for display with declared keys replaced by their labels: column names, and
-    index entries that are metric keys (key/value tables). The data is not changed."""
+    index entries that are metric keys (key/value tables). The data is not changed; anything that
+    is not a table (a plot, a text) is returned as it is."""
+    if not (hasattr(df, "columns") and hasattr(df, "rename") and hasattr(df, "index")):
+        return df
     columns = {c: label(c, lang) for c in df.columns if isinstance(c, str) and c in catalog()}
     out = df.rename(columns=columns)
     if any(isinstance(i, str) and i in catalog() for i in out.index):

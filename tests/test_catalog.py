@@ -115,3 +115,19 @@ def test_no_label_in_the_card_is_a_raw_key(lang):
     assert offenders == [], offenders[:10]
     for bad in BAD_LABELS:
         assert bad not in text
+
+
+def test_label_frame_relabels_tables_and_passes_anything_else_through():
+    import pandas as pd
+
+    df = pd.DataFrame([{"mean_ttft_ms": 1.0, "not_a_metric_key_xyz": 2}])
+    out = catalog.label_frame(df)
+    assert list(out.columns) == ["Mean TTFT (ms)", "not_a_metric_key_xyz"]
+    kv = pd.DataFrame({"value": [1, 2]}, index=["load_s", "other"])
+    assert list(catalog.label_frame(kv).index) == ["Load time (s)", "other"]
+
+    class Image:  # what a plot step's .table() returns (IPython.display.Image)
+        pass
+
+    img = Image()
+    assert catalog.label_frame(img) is img
