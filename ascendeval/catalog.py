@@ -247,4 +247,6 @@ def label_frame(df: Any, lang: str = "en") -> Any:
     out = df.rename(columns=columns)
     if any(isinstance(i, str) and i in catalog() for i in out.index):
         out = out.rename(index={i: label(i, lang) for i in out.index if isinstance(i, str) and i in catalog()})
+    if isinstance(out.index.name, str) and out.index.name in catalog():  # e.g. a table indexed by batch_size
+        out.index = out.index.rename(label(out.index.name, lang))
     return out

@@ -126,6 +126,9 @@ def test_label_frame_relabels_tables_and_passes_anything_else_through():
     kv = pd.DataFrame({"value": [1, 2]}, index=["load_s", "other"])
     assert list(catalog.label_frame(kv).index) == ["Load time (s)", "other"]
 
+    by_batch = pd.DataFrame({"mean_ttft_ms": [1.0]}, index=pd.Index([4], name="batch_size"))
+    assert catalog.label_frame(by_batch).index.name == catalog.label("batch_size")
+
     class Image:  # what a plot step's .table() returns (IPython.display.Image)
         pass
 
