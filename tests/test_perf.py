@@ -91,7 +91,11 @@ def test_notebook_end_to_end(tmp_path, engine):
         points = m["serving"]
         assert [p["sweep"] for p in points] == ["main", "rate", "rate", "concurrency"]
         assert all(p["completed_count"] == 6 and p["failed_count"] == 0 for p in points)
-        assert all(p["median_ttft_ms"] > 0 and p["median_tpot_ms"] > 0 for p in points)
+        assert all(p["median_ttft_ms"] > 0 for p in points)
+        # a busy server may stream several tokens in one chunk; when all 6 arrive with the first,
+        # E2EL == TTFT and TPOT is truly 0 for that request (seen at the highest rate in CI)
+        assert all(p["median_tpot_ms"] is not None and p["median_tpot_ms"] >= 0 for p in points)
+        assert any(p["median_tpot_ms"] > 0 for p in points)
         rows = [json.loads(x) for x in (run_dir / "records" / "performance.requests.jsonl").read_text().splitlines()]
         assert sum(1 for r in rows if not r["warmup"]) == 24 and all(r["output_tokens"] == 6 for r in rows)
         assert (run_dir / "artifacts" / "perf_latency_cdf.png").stat().st_size > 0
