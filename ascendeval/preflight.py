@@ -59,7 +59,7 @@ def check_weights(model_dir: Path) -> int:
                 (n,) = struct.unpack("<Q", raw)
                 if n > size - 8:
                     raise ValueError(f"header of {n} bytes does not fit in the file ({size} bytes)")
-            header = models.safetensors_header(path)
+                header = json.loads(fh.read(n))  # read once, here (models.safetensors_header's format)
         except (ValueError, OSError) as exc:  # JSONDecodeError is a ValueError
             raise PreflightError(f"{path}: not a readable safetensors file ({exc}); "
                                  "re-download or re-convert the weights") from None
