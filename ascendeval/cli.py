@@ -62,7 +62,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"ok: {pf}: model {cfg.model.id} on {cfg.target.engine}/{cfg.target.device} "
                   f"x{cfg.target.count}; sections {', '.join(cfg.enabled_sections())}")
-            from .env import params_advisories
+            from .sections.environment.probe import params_advisories
 
             for line in params_advisories(cfg):
                 print(f"warning: {pf}: {line}", file=sys.stderr)

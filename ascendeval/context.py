@@ -228,7 +228,7 @@ class SectionRun:
 
     def env_summary(self) -> dict[str, Any]:
         if self._env_summary is None:
-            from . import env
+            from .sections.environment import probe as env
 
             self._env_summary = env.versions()
         return self._env_summary

@@ -423,7 +423,7 @@ def process_tree_memory(root: int | None = None) -> dict[str, int]:
 
 
 def _default_tool(args: list[str]) -> tuple[str | None, str | None]:
-    from .env import _run_tool  # noqa: PLC0415 - env imports this module
+    from .sections.environment.probe import _run_tool  # noqa: PLC0415 - env imports this module
 
     return _run_tool(args)
 

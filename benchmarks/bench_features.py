@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="default: a temporary directory")
     args = ap.parse_args()
     import ascendeval
-    from ascendeval import features
+    from ascendeval.sections.features import steps as features
 
     only = set(args.only.split(","))
     run = ascendeval.open_section("features", args.params, args.run_dir or tempfile.mkdtemp(prefix="bench-features-"))

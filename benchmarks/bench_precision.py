@@ -31,7 +31,8 @@ import time
 
 import psutil
 
-from ascendeval import config, paths, precision
+from ascendeval import config, paths
+from ascendeval.sections.precision import steps as precision
 
 
 def mem() -> tuple[int, int]:

@@ -151,7 +151,7 @@ def _ms(s: float | None) -> float | None:
 
 
 def step_environment(st: Step, kind: str) -> None:
-    from ascendeval import env
+    from ascendeval.sections.environment import probe as env
 
     p = env.probe()
     v = env.versions()
@@ -343,7 +343,8 @@ def step_hf_engine(st: Step, kind: str, state: dict[str, Any]) -> None:
 
 
 def step_precision(st: Step, kind: str, state: dict[str, Any]) -> None:
-    from ascendeval import config, precision
+    from ascendeval import config
+    from ascendeval.sections.precision import steps as precision
     from ascendeval import precision_metrics as pm
 
     path = _model_path(state)
@@ -414,7 +415,7 @@ def _direct_option_logprob(eng: Any, prompt: str, letter: str) -> float:
 
 
 def _mc_scores(st: Step, label: str, eng: Any, prompts: list[str]) -> list[list[float]]:
-    from ascendeval import quality
+    from ascendeval.sections.quality import steps as quality
     from ascendeval.benchmarks_data import LETTERS
 
     scores = quality._option_logprob_scores(eng, prompts, [len(it["choices"]) for it in MC_ITEMS])
@@ -428,7 +429,7 @@ def _mc_scores(st: Step, label: str, eng: Any, prompts: list[str]) -> list[list[
 
 
 def step_quality(st: Step, kind: str, state: dict[str, Any]) -> None:
-    from ascendeval import quality
+    from ascendeval.sections.quality import steps as quality
     from ascendeval.engines.hf_engine import HFEngine
 
     path = _model_path(state)

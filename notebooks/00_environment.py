@@ -36,7 +36,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import env
+from ascendeval.sections.environment import probe as env
 
 run = ascendeval.open_section("environment", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

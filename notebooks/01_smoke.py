@@ -35,7 +35,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import smoke
+from ascendeval.sections.smoke import steps as smoke
 
 run = ascendeval.open_section("smoke", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

@@ -49,7 +49,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import perf
+from ascendeval.sections.performance import steps as perf
 
 run = ascendeval.open_section("performance", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

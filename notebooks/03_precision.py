@@ -43,7 +43,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import precision
+from ascendeval.sections.precision import steps as precision
 
 run = ascendeval.open_section("precision", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

@@ -44,7 +44,8 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import benchmarks_data, quality, sandbox
+from ascendeval import benchmarks_data, sandbox
+from ascendeval.sections.quality import steps as quality
 
 run = ascendeval.open_section("quality", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

@@ -45,7 +45,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval import features
+from ascendeval.sections.features import steps as features
 
 run = ascendeval.open_section("features", params_file, run_dir)
 print(f"run directory: {run.run_dir}")

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ascendeval import config, device, perf, server
+from ascendeval import config, device, server
+from ascendeval.sections.performance import steps as perf
 from ascendeval.engines import Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +172,7 @@ def test_hf_engine_synchronises_before_every_stamp(monkeypatch):
 
 
 def test_unknown_vllm_ascend_variables_are_named():
-    from ascendeval import env
+    from ascendeval.sections.environment import probe as env
 
     cfg = config.parse({"model": {"id": "builtin:tiny-qwen2-untrained"},
                         "target": {"engine": "vllm", "device": "npu",
@@ -197,7 +198,7 @@ def test_sglang_gets_the_memory_fraction_and_the_14b_fits_its_cards():
 
 
 def test_probe_sizes_per_device_and_datasheet_beside_the_measured():
-    from ascendeval import env
+    from ascendeval.sections.environment import probe as env
 
     assert device.probe_sizes("cpu")["bandwidth_mib"] == 128
     for kind in ("npu", "cuda"):
@@ -277,7 +278,7 @@ def test_nvidia_compute_apps_by_pid():
 
 
 def test_served_counters_from_recorded_metrics_pages():
-    from ascendeval import features
+    from ascendeval.sections.features import steps as features
 
     v1 = features.metrics_counters((FIXTURES / "vllm/metrics_excerpt_vllm-v1_gpu_kserve_llama-vllm-single.txt").read_text())
     assert v1["vllm:prefix_cache_queries"] == 0.0 and v1["vllm:num_preemptions"] == 0.0
@@ -348,7 +349,7 @@ def test_cpu_lowerings_are_mapped_or_left_out_off_the_cpu():
 
 
 def test_params_advisories_use_the_installed_vllm_ascend(vllm_ascend_standin):
-    from ascendeval import env
+    from ascendeval.sections.environment import probe as env
 
     known = env.installed_vllm_ascend_envs()
     assert known is not None and known["version"] == "0.23.0 (installed)"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ascendeval import env, paths, records
+from ascendeval import paths, records
+from ascendeval.sections.environment import probe as env
 
 FIX = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ascendeval import config, features, metrics
+from ascendeval import config, metrics
+from ascendeval.sections.features import steps as features
 from ascendeval.token_prompts import TokenPrompts
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ascendeval import perf
+from ascendeval.sections.performance import steps as perf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,7 +223,7 @@ def test_steps_that_need_a_skipped_engine_are_skipped_not_failed(tmp_path):
     """A served-only target has no offline engine: the offline steps do not apply (skipped, with
     the reason), they are not failures."""
     import ascendeval
-    from ascendeval import perf
+    from ascendeval.sections.performance import steps as perf
 
     params = tmp_path / "served.yaml"
     params.write_text("model: {id: 'builtin:tiny-qwen2-untrained', name: served}\n"

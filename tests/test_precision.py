@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ascendeval import builtin_models, config, precision, weights
+from ascendeval import builtin_models, config, weights
+from ascendeval.sections.precision import steps as precision
 from ascendeval import precision_metrics as pm
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ascendeval import builtin_models, config, paths, precision, weights
+from ascendeval import builtin_models, config, paths, weights
+from ascendeval.sections.precision import steps as precision
 from test_weights import write_gptq_checkpoint
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ascendeval import benchmarks_data as bd
-from ascendeval import config, quality
+from ascendeval import config
+from ascendeval.sections.quality import steps as quality
 from ascendeval.quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code,
                                        extract_final_number, numbers_equal, run_check, validate_check)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ascendeval import context, quality, records
+from ascendeval import context, records
+from ascendeval.sections.quality import steps as quality
 
 from conftest import run_cli  # tests/ has no __init__.py: pytest puts tests/ on sys.path
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ascendeval import features
+from ascendeval.sections.features import steps as features
 from ascendeval.engines import vllm_compat
 
 FIELDS = json.loads((Path(__file__).parent / "fixtures/vllm/request_state_stats_fields.json").read_text())

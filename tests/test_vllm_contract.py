@@ -60,7 +60,8 @@ except ImportError:  # pragma: no cover - older vLLM: vllm/entrypoints/openai/cl
         validate_parsed_serve_args,
     )
 
-from ascendeval import config, features, paths, report, server  # noqa: E402
+from ascendeval import config, paths, report, server  # noqa: E402
+from ascendeval.sections.features import steps as features  # noqa: E402
 from ascendeval.engines.vllm_engine import VLLMEngine, engine_kwargs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -98,7 +98,7 @@ def test_verdicts():
 
 
 def test_environment_probe_names_the_seam_verdict():
-    from ascendeval import env
+    from ascendeval.sections.environment import probe as env
 
     seam = env.vllm_seam_verdict()
     assert seam["vllm_version"] == vllm_compat.vllm_version()

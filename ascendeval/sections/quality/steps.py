@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SectionSkipped
-from . import benchmarks_data as bdata
-from . import paths, records, sandbox
-from .quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code, extract_final_number,
+from ...errors import SectionSkipped
+from ... import benchmarks_data as bdata
+from ... import paths, records, sandbox
+from ...quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code, extract_final_number,
                              numbers_equal, run_check, validate_check)
 
-log = logging.getLogger("ascendeval.quality")
+log = logging.getLogger(__name__)
 
 CODE_STOPS_BASE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert"]
 DEFAULT_MAX_TOKENS = {"gsm8k": 256, "mc": 8, "humaneval": 256, "mbpp": 256}
@@ -38,7 +38,7 @@ DEFAULT_MAX_TOKENS = {"gsm8k": 256, "mc": 8, "humaneval": 256, "mbpp": 256}
 # --------------------------------------------------------------------------- suites
 
 
-SUITES_DIR = Path(__file__).resolve().parent / "data" / "suites"
+SUITES_DIR = paths.PACKAGE_DIR / "data" / "suites"
 
 
 def load_suite(name: str) -> list[dict[str, Any]]:
@@ -63,13 +63,13 @@ def load_suite(name: str) -> list[dict[str, Any]]:
 def resolve_model_path(cfg: Any) -> Path | None:
     """Model directory for hf/vllm engines (None for an external openai server)."""
     try:
-        from . import models  # the lead's resolver, when present
+        from ... import models  # the lead's resolver, when present
 
         return Path(models.resolve(cfg.model).path)
     except ImportError:
         mid = cfg.model.id
         if mid.startswith("builtin:"):
-            from . import builtin_models
+            from ... import builtin_models
 
             return builtin_models.ensure(mid.split(":", 1)[1])
         return Path(mid)
@@ -108,7 +108,7 @@ def open_target(run: Any) -> Target:
     if cfg.target.engine == "openai":
         url = cfg.server.url
         if not url:
-            from . import server as server_mod
+            from ... import server as server_mod
 
             # no external URL: serve the model here (vLLM/SGLang on 127.0.0.1), stopped in close()
             server = server_mod.for_config(cfg, resolve_model_path(cfg), run.run_dir / "logs").start()
@@ -148,7 +148,7 @@ class SuiteResult:
 
 def run_suites(run: Any, target: Target) -> SuiteResult:
     """Run every configured suite on the target; score each output with its check."""
-    from .engines import Sampling
+    from ...engines import Sampling
 
     conf = run.conf
     limits = sandbox_limits(conf)
@@ -175,7 +175,7 @@ def run_suites(run: Any, target: Target) -> SuiteResult:
 def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     """Run the same suite prompts on the float32 reference engine (hf on CPU by default) and put
     its outputs beside the target's: the gallery shows where quality drifted."""
-    from .engines import Sampling
+    from ...engines import Sampling
 
     conf = run.conf
     if not conf.reference:
@@ -324,7 +324,7 @@ def _score(outcomes: list[bool]) -> dict[str, Any]:
 
 def _option_logprob_scores(engine: Any, prompts: list[str], n_opts: list[int]) -> list[list[float]]:
     """Per prompt, the logprob of each continuation " A", " B", ... (one teacher-forced pass each)."""
-    from .engines import Sampling
+    from ...engines import Sampling
 
     tok = engine.tokenizer()
     seqs, spans = [], []
@@ -351,7 +351,7 @@ def _option_logprob_scores(engine: Any, prompts: list[str], n_opts: list[int]) -
 
 def run_benchmark(run: Any, target: Target, bconf: Any) -> BenchResult:
     """Load one benchmark (skipped with the reason when no source has it), generate, score."""
-    from .engines import Sampling
+    from ...engines import Sampling
 
     try:
         ds = bdata.load(bconf.name, path=bconf.path, sources=bconf.sources, n=bconf.n, seed=bconf.seed)
@@ -526,7 +526,7 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
     """Same greedy prompts one at a time vs all in one batch (and the batch twice): identical
     token ids, or the differing items listed. An engine that always runs prompts one at a time
     (hf) is invariant by construction; the record says so."""
-    from .engines import Sampling
+    from ...engines import Sampling
 
     conf = run.conf
     if not conf.batch_invariance:

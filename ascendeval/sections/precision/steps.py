@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import SectionSkipped
-from . import paths
-from . import precision_metrics as pm
+from ...errors import SectionSkipped
+from ... import paths
+from ... import precision_metrics as pm
 
 PROMPTS_FILE = paths.PACKAGE_DIR / "data" / "precision_prompts.json"
 HIDDEN_LAYER_NOTE = ("layer 0 = embedding output, layer i = output of decoder layer i as returned by transformers "
@@ -61,13 +61,13 @@ def load_prompts(conf: Any) -> list[Prompt]:
 def model_path(cfg: Any) -> str:
     """Local folder of the model: models.resolve when present, else built-ins / a local path."""
     try:
-        from . import models
+        from ... import models
 
         return str(models.resolve(cfg.model).path)
     except ImportError:
         mid = cfg.model.id
         if mid.startswith("builtin:"):
-            from . import builtin_models
+            from ... import builtin_models
 
             return str(builtin_models.ensure(mid.split(":", 1)[1]))
         if Path(mid).is_dir():
@@ -76,7 +76,7 @@ def model_path(cfg: Any) -> str:
 
 
 def _hf_engine(path: str, device: str, dtype: str, trust_remote_code: bool) -> Any:
-    from .engines.hf_engine import HFEngine
+    from ...engines.hf_engine import HFEngine
 
     return HFEngine(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
@@ -123,7 +123,7 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
                   run: Any = None) -> Reference:
     """Load the reference model and greedily continue every prompt (max_new_tokens). With `run`
     (a SectionRun) the engine is started through it, so its start time lands in engine_starts."""
-    from .engines.base import Sampling
+    from ...engines.base import Sampling
 
     path = path or model_path(cfg)
     prompts = prompts if prompts is not None else load_prompts(conf)
@@ -151,7 +151,7 @@ def open_target(cfg: Any, path: str | None = None) -> Any:
     """The engine under test, as params describe it (engine, device, model dtype)."""
     path = path or model_path(cfg)
     try:
-        from . import engines
+        from ... import engines
 
         create = getattr(engines, "create", None)
     except ImportError:
@@ -232,7 +232,7 @@ def _clean(v: Any) -> Any:
 
 def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForcedResult:
     """Score the target on the reference's sequences; see module docstring."""
-    from .engines.base import Sampling
+    from ...engines.base import Sampling
 
     # a missing input is the earlier step's result (skipped or failed there), not a new failure
     if reference is None:
@@ -317,7 +317,7 @@ class FreeRunResult:
 
 def free_running(reference: Reference, target: Any, conf: Any) -> FreeRunResult:
     """Greedy continuation on the target from the reference's prompt ids; compare token by token."""
-    from .engines.base import Sampling
+    from ...engines.base import Sampling
 
     if not conf.free_running:
         raise SectionSkipped("free_running is off in params")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import device as device_mod
-from .context import SectionRun, SectionSkipped
-from .engines import Engine, Generation, Sampling
-from .metrics import first_difference
+from ... import device as device_mod
+from ...context import SectionRun, SectionSkipped
+from ...engines import Engine, Generation, Sampling
+from ...metrics import first_difference
 
 # Ten varied prompts (base-model completion style), as in the reference reports: knowledge,
 # arithmetic, sequence, code, Chinese.
@@ -63,7 +63,7 @@ class ModelFacts:
 def resolve_model(run: SectionRun) -> ModelFacts:
     """Find (or build / download) the model before any engine starts, so a bad id fails here."""
     model = run.model()
-    from . import models
+    from ... import models
 
     facts_fn = getattr(models, "model_card_facts", None)
     facts = facts_fn(model.path) if facts_fn else {}
@@ -244,7 +244,7 @@ def served(run: SectionRun, offline: PromptRows | None) -> Served:
     of a served model (started here with the same settings, or the run's shared server)."""
     if not run.conf.serve:
         raise SectionSkipped("serve: false in params")
-    from .engines.openai_engine import OpenAIEngine
+    from ...engines.openai_engine import OpenAIEngine
 
     offline_ids = {r["prompt"]: r["token_ids"] for r in (offline.rows if offline else [])}
     with run.served("smoke") as url:

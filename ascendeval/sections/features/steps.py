@@ -28,14 +28,14 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from . import device as device_mod
-from . import metrics as metrics_mod
-from .context import SectionRun, SectionSkipped
-from .engines import Sampling
-from .engines import vllm_compat
-from .token_prompts import TokenPrompts
+from ... import device as device_mod, paths
+from ... import metrics as metrics_mod
+from ...context import SectionRun, SectionSkipped
+from ...engines import Sampling
+from ...engines import vllm_compat
+from ...token_prompts import TokenPrompts
 
-CORPUS = Path(__file__).resolve().parent / "data" / "corpus" / "en.txt"
+CORPUS = paths.PACKAGE_DIR / "data" / "corpus" / "en.txt"
 
 
 # =========================================================================== helpers
@@ -461,7 +461,7 @@ def metrics_counters(text: str) -> dict[str, Any]:
 
 
 def _served_arm(run: SectionRun, url: str, prompts: list[str], max_tokens: int) -> tuple[dict[str, Any], Any]:
-    from . import loadgen
+    from ... import loadgen
 
     name = loadgen.list_models(url, run.cfg.server.api_key)[0]
     ep = loadgen.Endpoint(url, name, api_key=run.cfg.server.api_key, ignore_eos=False)
@@ -577,8 +577,8 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
     transferred and the step fails. Outputs are compared with the single instance's offline ones.
     On CPU the connector is vLLM's ExampleConnector (KV in files); on Ascend MooncakeConnectorV1,
     on GPUs NixlConnector (params: features.kv_connector / kv_connector_extra_config)."""
-    from . import loadgen
-    from .pd_proxy import PDProxy
+    from ... import loadgen
+    from ...pd_proxy import PDProxy
 
     c = run.conf
     if not c.disaggregated:
@@ -865,7 +865,7 @@ def capacity(run: SectionRun, main: Main | None) -> Table:
 
 def opscan(run: SectionRun) -> Any:
     """Operator compatibility scan of the model directory (see opscan.py)."""
-    from . import opscan as opscan_mod
+    from ... import opscan as opscan_mod
 
     c = run.conf
     if not c.opscan:

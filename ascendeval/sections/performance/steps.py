@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import device as device_mod
-from . import loadgen, metrics, records
-from .context import SectionRun, SectionSkipped
-from .engines import Engine, Sampling
-from .token_prompts import TokenPrompts
+from ... import device as device_mod
+from ... import loadgen, metrics, records
+from ...context import SectionRun, SectionSkipped
+from ...engines import Engine, Sampling
+from ...token_prompts import TokenPrompts
 
 # =========================================================================== set-up
 

@@ -1,0 +1,15 @@
+"""Performance: offline latency / throughput / prefill-decode / memory / graph vs eager on one
+engine, the roofline, and the serving benchmark against an HTTP server (notebook 02_performance)."""
+
+from ..base import Section
+from .config import PerformanceConfig
+
+SECTION = Section(
+    "performance", "02_performance", "sec_performance", config=PerformanceConfig, card="_sec_performance",
+    verify_rule="rule_performance",
+    uses_shared_server=lambda cfg: (cfg.sections.performance.serving.enabled
+                                    and not cfg.sections.performance.serving.url),
+    index_metrics=(("output_tok_per_s", "metrics.serving_main.output_tok_per_s"),
+                   ("p99_ttft_ms", "metrics.serving_main.p99_ttft_ms"),
+                   ("generation_tok_per_s", "metrics.latency.generation_tok_per_s")),
+)

@@ -1,0 +1,132 @@
+"""The `sections.performance` block of the params file (read by the performance section; strict like every
+params block: an unknown key is a one-line error)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ...schema import Strict
+
+
+class PerfLatencyConfig(Strict):
+    """`vllm bench latency` semantics: fixed lengths, ignore_eos, warm-up iterations not counted."""
+
+    input_len: int = Field(32, gt=0, description="prompt tokens per request")
+    output_len: int = Field(32, gt=0, description="generated tokens per request (ignore_eos)")
+    batch_size: int = Field(1, gt=0, description="requests per timed generate() call")
+    warmup_iters: int = Field(1, ge=0, description="untimed iterations before measuring")
+    iters: int = Field(5, gt=0, description="timed iterations (p10..p99 are over these)")
+    e2e_output_lens: list[int] = Field(default_factory=lambda: [16, 64, 256],
+                                       description="end-to-end latency at these output lengths (batch 1)")
+    e2e_iters: int = Field(2, gt=0, description="timed iterations per e2e output length")
+
+    @field_validator("e2e_output_lens")
+    @classmethod
+    def _positive_lens(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError("every output length must be > 0")
+        return v
+
+
+class PerfThroughputConfig(Strict):
+    """`vllm bench throughput`: all prompts submitted at once; harness vs bare LLM.generate."""
+
+    num_prompts: int = Field(32, gt=0)
+    input_len: int = Field(64, gt=0)
+    output_len: int = Field(32, gt=0)
+    repeats: int = Field(2, gt=0, description="alternating harness/bare runs; medians are compared")
+
+
+class PerfSplitConfig(Strict):
+    """Prefill speed (long input, 1 output token) and decode speed (short input, long output)."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 4, 16])
+    prefill_input_len: int = Field(1024, gt=0)
+    decode_input_len: int = Field(16, gt=0)
+    decode_output_len: int = Field(128, gt=1)
+    iters: int = Field(2, gt=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, v: list[int]) -> list[int]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("needs at least one batch size, each > 0")
+        return v
+
+
+class PerfGraphConfig(Strict):
+    """The latency/throughput workload with enforce_eager true and false (vLLM engines only)."""
+
+    enabled: bool = Field(True, description="compiled mode starts slowly on CPU (~40 s cold)")
+
+
+class PerfServingConfig(Strict):
+    """Serving benchmark with the streaming client (vLLM's metric definitions)."""
+
+    enabled: bool = True
+    url: str | None = Field(None, description="existing OpenAI-compatible endpoint; default: server.url or a started server")
+    api: Literal["completions", "chat"] = "completions"
+    num_prompts: int = Field(32, gt=0)
+    input_len: int = Field(64, gt=0)
+    output_len: int = Field(32, gt=0)
+    request_rate: float | Literal["inf"] = Field("inf", description="requests/s of the main run; 'inf' = all at once")
+    burstiness: float = Field(1.0, gt=0, description="gamma shape of arrival gaps: 1 = Poisson, <1 burstier")
+    max_concurrency: int | None = Field(None, gt=0)
+    request_rates: list[float | Literal["inf"]] = Field(default_factory=lambda: [2.0, 8.0, "inf"],
+                                                        description="request-rate sweep (at max_concurrency)")
+    concurrencies: list[int] = Field(default_factory=lambda: [1, 4, 16], description="concurrency sweep (rate inf)")
+    sweep_num_prompts: int | None = Field(None, gt=0, description="prompts per sweep point; default num_prompts")
+    warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
+    ignore_eos: bool = Field(True, description="ask for exactly output_len tokens (vLLM/SGLang extension)")
+    slo_ttft_ms: float | None = Field(None, gt=0, description="goodput SLO on TTFT")
+    slo_tpot_ms: float | None = Field(None, gt=0, description="goodput SLO on TPOT")
+    slo_e2el_ms: float | None = Field(None, gt=0, description="goodput SLO on end-to-end latency")
+    max_failed_fraction: float = Field(0.0, ge=0, le=1, description="more failed requests than this fails the step")
+    timeout_s: float = Field(600, gt=0, description="per-request timeout")
+    seed: int = 0
+
+    @field_validator("request_rates")
+    @classmethod
+    def _positive_rates(cls, v: list) -> list:
+        if any(x != "inf" and not x > 0 for x in v):  # `not > 0` also rejects nan
+            raise ValueError("request rates must be > 0 or 'inf'")
+        return v
+
+    @field_validator("request_rate")
+    @classmethod
+    def _positive_rate(cls, v: Any) -> Any:
+        if v != "inf" and not v > 0:  # `not > 0` also rejects nan
+            raise ValueError("must be > 0 or 'inf'")
+        return v
+
+
+class PerfReducedConfig(Strict):
+    """Smaller counts applied when the model has more than `above_params` parameters, so big
+    models finish on small machines. A field left null keeps the normal value."""
+
+    above_params: int | None = Field(300_000_000, gt=0, description="null: never reduce")
+    iters: int | None = Field(2, gt=0)
+    warmup_iters: int | None = Field(1, ge=0)
+    e2e_output_lens: list[int] | None = Field(default_factory=lambda: [16, 64])
+    e2e_iters: int | None = Field(1, gt=0)
+    throughput_num_prompts: int | None = Field(8, gt=0)
+    split_batch_sizes: list[int] | None = Field(default_factory=lambda: [1, 4])
+    prefill_input_len: int | None = Field(256, gt=0)
+    decode_output_len: int | None = Field(32, gt=1)
+    serving_num_prompts: int | None = Field(8, gt=0)
+    request_rates: list[float | Literal["inf"]] | None = Field(default_factory=lambda: ["inf"])
+    concurrencies: list[int] | None = Field(default_factory=lambda: [1, 4])
+    graph: bool | None = Field(False, description="skip the graph-vs-eager comparison when reduced")
+
+
+class PerformanceConfig(Strict):
+    enabled: bool = True
+    latency: PerfLatencyConfig = Field(default_factory=PerfLatencyConfig)
+    throughput: PerfThroughputConfig = Field(default_factory=PerfThroughputConfig)
+    split: PerfSplitConfig = Field(default_factory=PerfSplitConfig)
+    graph: PerfGraphConfig = Field(default_factory=PerfGraphConfig)
+    serving: PerfServingConfig = Field(default_factory=PerfServingConfig)
+    reduced: PerfReducedConfig = Field(default_factory=PerfReducedConfig)
+    seed: int = Field(0, description="seed of the random token prompts")

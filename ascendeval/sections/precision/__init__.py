@@ -1,0 +1,12 @@
+"""Precision against a reference: teacher-forced logits / hidden states and free-running greedy
+agreement of the target engine vs a transformers reference (notebook 03_precision)."""
+
+from ..base import Section
+from .config import PrecisionConfig
+
+SECTION = Section(
+    "precision", "03_precision", "sec_precision", config=PrecisionConfig, card="_sec_precision",
+    verify_rule="rule_precision",
+    index_metrics=(("top1_agreement", "metrics.teacher_forced.top1_agreement"),
+                   ("mean_cosine", "metrics.teacher_forced.mean_cosine")),
+)

@@ -1,0 +1,10 @@
+"""Output quality: shipped prompt suites, small benchmarks (gsm8k, mmlu, ...), baselines and batch
+invariance, with the float32 reference beside the target (notebook 04_quality)."""
+
+from ..base import Section
+from .config import QualityConfig
+
+SECTION = Section(
+    "quality", "04_quality", "sec_quality", config=QualityConfig, card="_sec_quality", verify_rule="rule_quality",
+    index_metrics=(("overall_pass_rate", "metrics.suites.overall_pass_rate"),),
+)

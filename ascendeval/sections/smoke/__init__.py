@@ -1,0 +1,11 @@
+"""Load & smoke test: resolve and load the model, run the prompt set and chat template, check
+determinism, and (optionally) the same prompts through a served endpoint (notebook 01_smoke)."""
+
+from ..base import Section
+from .config import SmokeConfig
+
+SECTION = Section(
+    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, card="_sec_smoke", verify_rule="rule_smoke",
+    uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
+    index_metrics=(("load_s", "metrics.load.load_s"),),
+)
