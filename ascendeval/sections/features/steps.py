@@ -22,17 +22,16 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
-from ... import device as device_mod, paths
+from ... import device as device_mod
 from ... import metrics as metrics_mod
+from ... import paths
 from ...context import SectionRun, SectionSkipped
-from ...engines import Sampling
-from ...engines import vllm_compat
+from ...engines import Sampling, vllm_compat
 from ...token_prompts import TokenPrompts
 
 CORPUS = paths.PACKAGE_DIR / "data" / "corpus" / "en.txt"

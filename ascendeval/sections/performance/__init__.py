@@ -2,11 +2,11 @@
 engine, the roofline, and the serving benchmark against an HTTP server (notebook 02_performance)."""
 
 from ..base import Section
+from . import card, verify
 from .config import PerformanceConfig
 
 SECTION = Section(
-    "performance", "02_performance", "sec_performance", config=PerformanceConfig, card="_sec_performance",
-    verify_rule="rule_performance",
+    "performance", "02_performance", "sec_performance", config=PerformanceConfig, card=card.render, verify=verify.rule,
     uses_shared_server=lambda cfg: (cfg.sections.performance.serving.enabled
                                     and not cfg.sections.performance.serving.url),
     index_metrics=(("output_tok_per_s", "metrics.serving_main.output_tok_per_s"),

@@ -2,11 +2,11 @@
 agreement of the target engine vs a transformers reference (notebook 03_precision)."""
 
 from ..base import Section
+from . import card, verify
 from .config import PrecisionConfig
 
 SECTION = Section(
-    "precision", "03_precision", "sec_precision", config=PrecisionConfig, card="_sec_precision",
-    verify_rule="rule_precision",
+    "precision", "03_precision", "sec_precision", config=PrecisionConfig, card=card.render, verdict=card.verdict, verify=verify.rule,
     index_metrics=(("top1_agreement", "metrics.teacher_forced.top1_agreement"),
                    ("mean_cosine", "metrics.teacher_forced.mean_cosine")),
 )

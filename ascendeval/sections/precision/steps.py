@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ...errors import SectionSkipped
 from ... import paths
 from ... import precision_metrics as pm
+from ...errors import SectionSkipped
 
 PROMPTS_FILE = paths.PACKAGE_DIR / "data" / "precision_prompts.json"
 HIDDEN_LAYER_NOTE = ("layer 0 = embedding output, layer i = output of decoder layer i as returned by transformers "

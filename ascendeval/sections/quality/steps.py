@@ -23,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import SectionSkipped
 from ... import benchmarks_data as bdata
 from ... import paths, records, sandbox
-from ...quality_checks import (accuracy_with_stderr, extract_choice_letter, extract_code, extract_final_number,
-                             numbers_equal, run_check, validate_check)
+from ...errors import SectionSkipped
+from ...quality_checks import (
+    accuracy_with_stderr,
+    extract_choice_letter,
+    extract_code,
+    extract_final_number,
+    numbers_equal,
+    run_check,
+    validate_check,
+)
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,11 @@
 determinism, and (optionally) the same prompts through a served endpoint (notebook 01_smoke)."""
 
 from ..base import Section
+from . import card, verify
 from .config import SmokeConfig
 
 SECTION = Section(
-    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, card="_sec_smoke", verify_rule="rule_smoke",
+    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, card=card.render, verdict=card.verdict, verify=verify.rule,
     uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
     index_metrics=(("load_s", "metrics.load.load_s"),),
 )

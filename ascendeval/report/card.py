@@ -1,0 +1,166 @@
+"""The model card of one run: the run-level parts (header, verdicts, model, deploy, not measured,
+run time, files, FAQ) around each registered section's own part (its `card` renderer)."""
+
+from __future__ import annotations
+
+# the registry is read at call time only: the section packages import these report modules
+from .. import sections as sections_mod
+from . import templates
+from .builder import Card, CardBuilder
+from .cells import Raw, fmt, get, human_params, md_escape, md_table
+from .deploy import deploy_commands
+from .rundata import RunData, recorded_model_facts
+from .text import L, section_label, verdict_label
+from .verdicts import not_measured, section_verdict
+
+# the card's contents line, in the order of the parts below
+TOC = ("sec_verdicts", "sec_model", "sec_env", "sec_deploy", "sec_smoke", "sec_performance", "sec_precision",
+       "sec_quality", "sec_features", "sec_not_measured", "sec_timing", "sec_files", "sec_faq")
+
+CONFIG_FACT_ROWS = (
+    "architecture", "model_type", "param_count", "num_layers", "hidden_size", "intermediate_size",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "max_context", "rope_theta",
+    "tie_word_embeddings", "config_dtype", "weight_dtype", "weight_bytes", "safetensors_files", "quantization",
+)
+
+
+def _sec_header(b: CardBuilder) -> None:
+    d = b.d
+    any_rec = d.any_record()
+    facts = recorded_model_facts(d)[0] or {}
+    model = get(any_rec, "model.name") or get(any_rec, "model.id") or "?"
+    tgt = any_rec.get("target", {})
+    target = f"{tgt.get('device', '?')} ×{tgt.get('count', 1)}"
+    dev_name = get(d.rec("environment"), "metrics.target_device.name")
+    if dev_name:
+        target += f" ({dev_name})"
+    title = get(d.params(), "sections.report.title") or L(b.lang, "title", model=model, target=target)
+    b.add(templates.render("header.md.j2", b.lang, title=title, arch=facts.get("architecture") or "—",
+                           params=human_params(facts.get("param_count")), dtype=get(any_rec, "model.dtype") or "—",
+                           engine=tgt.get("engine", "?"), run_id=d.run_id, date=(any_rec.get("created_at") or "")[:10],
+                           toc=TOC))
+
+
+def _sec_verdicts(b: CardBuilder) -> None:
+    lang = b.lang
+    b.add(f"## {L(lang, 'sec_verdicts')}")
+    rows = []
+    for s in sections_mod.JUDGED:
+        v = section_verdict(b.d, s, lang)
+        stem = sections_mod.get(s).notebook
+        link = Raw(f"[{section_label(s, lang)}](records/{s}.json)") if b.d.rec(s) else section_label(s, lang)
+        st = L(lang, b.d.rec(s)["status"]) if b.d.rec(s) else "—"
+        rows.append((link, st, verdict_label(v.state, lang), v.note, Raw(f"[{stem}.html]({stem}.html)")
+                     if b.d.rec(s) else "—"))
+    b.add(md_table([L(lang, "section"), L(lang, "status"), L(lang, "verdict"), L(lang, "note"),
+                    L(lang, "notebook")], rows))
+    ver = get(b.d.rec("report"), "metrics.verify")
+    if isinstance(ver, dict):
+        b.add(L(lang, "verify_line", checks=ver.get("checks_count"), problems=ver.get("problems_count"))
+              + " " + b.source("report"))
+
+
+def _sec_model(b: CardBuilder) -> None:
+    lang, d = b.lang, b.d
+    b.add(f"## {L(lang, 'sec_model')}")
+    desc = get(d.params(), "model.description")
+    if desc:
+        b.add(f"{L(lang, 'desc_from_params')} {desc.strip()}")
+    facts, where = recorded_model_facts(d)
+    if not facts:
+        b.add(L(lang, "no_facts"))
+        return
+    b.add(L(lang, "facts_source"))
+    rows = []
+    for k in CONFIG_FACT_ROWS:
+        if k in facts and facts[k] is not None:
+            v = facts[k]
+            shown = human_params(v) if k == "param_count" else fmt(v, k, lang)
+            if k == "num_key_value_heads" and facts.get("num_attention_heads") and v < facts["num_attention_heads"]:
+                shown += " (GQA)"
+            rows.append((Raw(f"`{k}`"), shown))
+    if where:
+        rows.append((Raw("`model.id`"), get(d.any_record(), "model.id") or "—"))
+        b.add(md_table([L(lang, "item"), L(lang, "value")], rows), b.source(where))
+
+
+def _sec_deploy(b: CardBuilder) -> None:
+    cmds = deploy_commands(b.d)
+    if cmds:
+        b.add(templates.render("deploy.md.j2", b.lang, cmds=cmds))
+
+
+def _sec_not_measured(b: CardBuilder) -> None:
+    lang = b.lang
+    b.add(f"## {L(lang, 'sec_not_measured')}")
+    items = not_measured(b.d, lang)
+    if not items:
+        b.add(L(lang, "nothing_missing"))
+        return
+    b.add(md_table([L(lang, "section"), L(lang, "step"), L(lang, "status"), L(lang, "reason")],
+                   [(section_label(i["section"], lang), i["what"], L(lang, {"hw": "hw_not_here"}.get(i["status"], i["status"])),
+                     md_escape(i["reason"], 300)) for i in items]))
+
+
+def timing_rows(data: RunData, lang: str = "en") -> list[tuple[str, str, float]]:
+    """(what, kind, wall_s) for each section (run.json) and each engine start (records, run.json)."""
+    rows: list[tuple[str, str, float]] = []
+    man = data.manifest or {}
+    for s in man.get("sections", []):
+        if isinstance(s.get("wall_s"), (int, float)):
+            rows.append((section_label(s["section"], lang), "section", float(s["wall_s"])))
+    shared = man.get("shared_server")
+    if isinstance(shared, dict) and isinstance(shared.get("start_wall_s"), (int, float)):
+        rows.append((L(lang, "shared_server"), "engine", float(shared["start_wall_s"])))
+    for section in sections_mod.NAMES:
+        for st in get(data.rec(section), "metrics.engine_starts") or []:
+            if isinstance(st, dict) and isinstance(st.get("wall_s"), (int, float)):
+                rows.append((f"{section_label(section, lang)} · {st.get('label')} ({st.get('engine')})", "engine",
+                             float(st["wall_s"])))
+    return rows
+
+
+def _sec_timing(b: CardBuilder) -> None:
+    lang = b.lang
+    rows = timing_rows(b.d, lang)
+    if not rows:
+        return
+    b.add(f"## {L(lang, 'sec_timing')}")
+    total = (b.d.manifest or {}).get("wall_s")
+    kinds = {"section": L(lang, "section"), "engine": L(lang, "kind_engine")}
+    table = [(w, kinds.get(k, k), fmt(s, "wall_s")) for w, k, s in rows]
+    if isinstance(total, (int, float)):
+        table.append((L(lang, "total"), L(lang, "kind_run"), fmt(total, "wall_s")))
+    b.add(md_table([L(lang, "what"), L(lang, "kind"), L(lang, "wall_s")], table),
+          f"<sub>{L(lang, 'source')}: [run.json](run.json) · records/*.json `engine_starts`</sub>")
+    b.image("artifacts/report_wall_times.png", "wall times")
+
+
+def _sec_files(b: CardBuilder) -> None:
+    lang = b.lang
+    b.add(f"## {L(lang, 'sec_files')}", L(lang, "files_intro"))
+    lines = []
+    for p in sorted(b.d.run_dir.rglob("*")):
+        rel = p.relative_to(b.d.run_dir)
+        if p.is_dir() or any(part.startswith(".") for part in rel.parts) or rel.parts[0] == "logs" and len(rel.parts) > 2:
+            continue
+        if any(part.endswith("_files") for part in rel.parts[:-1]):
+            continue
+        lines.append(f"{rel}  ({p.stat().st_size:,} B)")
+    b.add("```text\n" + "\n".join(lines[:200]) + ("\n…" if len(lines) > 200 else "") + "\n```")
+
+
+def _sec_faq(b: CardBuilder) -> None:
+    b.add(templates.render("faq.md.j2", b.lang))
+
+
+def build_card(data: RunData, lang: str = "en") -> Card:
+    """The model card of one run, from its records only."""
+    b = CardBuilder(data, lang)
+    # the run's own parts, the environment's deploy commands, then each section's part in run order
+    section_parts = [s.card for s in sections_mod.SECTIONS if s.card]
+    for part in (_sec_header, _sec_verdicts, _sec_model, section_parts[0], _sec_deploy, *section_parts[1:],
+                 _sec_not_measured, _sec_timing, _sec_files, _sec_faq):
+        part(b)
+    return Card("\n\n".join(b.out) + "\n", b.images, data.run_dir)
+

@@ -1,0 +1,84 @@
+"""HTML pages: README.html (the card, images embedded) and report.html (the card followed by every
+executed section notebook), one self-contained file each."""
+
+from __future__ import annotations
+
+import html as html_mod
+from pathlib import Path
+
+from .. import records
+
+# the registry is read at call time only: the section packages import these report modules
+from .. import sections as sections_mod
+from .builder import Card
+from .card import build_card
+from .plots import make_plots
+from .rundata import RunData, load_run
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC",sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;line-height:1.5;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;
+vertical-align:top}th{background:#f3f3f3}pre{background:#f6f8fa;padding:.8em;overflow-x:auto}
+code{background:#f6f8fa;padding:0 .2em}img{max-width:100%}sub{color:#666}
+.nb-section{border-top:3px solid #4c78a8;margin-top:3em}
+"""
+
+
+def markdown_to_html(text: str, title: str, extra_body: str = "") -> str:
+    """A self-contained HTML page (tables, code blocks, embedded images) from card Markdown."""
+    import mistune
+
+    render = mistune.create_markdown(plugins=["table", "strikethrough", "url"], escape=False)
+    body = render(text)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html_mod.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}\n{extra_body}</body></html>\n")
+
+
+def notebook_body_html(nb_path: Path) -> str:
+    """An executed notebook's outputs (inputs hidden) as an HTML fragment; images are data URIs."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(nb_path, as_version=4)
+    exp = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                       exclude_output_prompt=True)
+    body, _ = exp.from_notebook_node(nb)
+    return body
+
+
+def card_title(card: Card) -> str:
+    first = card.markdown.splitlines()[0] if card.markdown else "report"
+    return first.lstrip("# ").strip()
+
+
+def write_card(data: RunData, lang: str = "en") -> dict[str, str]:
+    """README.md (images as files) and README.html (single file, images embedded) of the run."""
+    make_plots(data, lang)
+    card = build_card(data, lang)
+    md_path = data.run_dir / "README.md"
+    records._atomic_write(md_path, card.markdown)
+    html_path = data.run_dir / "README.html"
+    records._atomic_write(html_path, markdown_to_html(card.markdown_inline(), card_title(card)))
+    return {"markdown": str(md_path), "html": str(html_path)}
+
+
+def write_run_html(run_dir: str | Path, lang: str = "en") -> Path:
+    """report.html: the card followed by every executed section notebook (outputs only), one file,
+    every plot embedded; readable offline and attachable to a ticket as is."""
+    data = load_run(run_dir)
+    card = build_card(data, lang)
+    parts = []
+    for section in sections_mod.NAMES:
+        nb = data.run_dir / "notebooks" / f"{sections_mod.get(section).notebook}.ipynb"
+        if nb.is_file():
+            try:
+                body = notebook_body_html(nb)
+            except Exception as exc:  # noqa: BLE001 - one broken notebook must not lose the page
+                body = f"<p>export failed: {html_mod.escape(str(exc))}</p>"
+            parts.append(f"<section class=\"nb-section\" id=\"nb-{section}\"><h2>{sections_mod.get(section).notebook}</h2>\n"
+                         f"{body}</section>")
+    path = data.run_dir / "report.html"
+    records._atomic_write(path, markdown_to_html(card.markdown_inline(), card_title(card), "\n".join(parts)))
+    return path
+

@@ -1,0 +1,65 @@
+"""Each section's verdict (pass / fail / warn / info / none) with the note that decides it, and the
+list of everything not measured. A section's own rule lives in its package (`verdict` in
+sections/<name>/card.py); this module applies what every section shares (missing, skipped, failed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import (
+    sections as sections_mod,  # call-time use only: the section cards import this module
+)
+from .cells import get
+from .rundata import RunData
+from .text import L
+
+HARDWARE_SPECIFIC = {"cann", "npu_driver", "npu_smi", "nvidia_smi", "cuda", "npu", "torch_npu", "vllm_ascend"}
+
+
+@dataclass
+class Verdict:
+    section: str
+    state: str  # pass | fail | warn | info | none
+    note: str = ""
+
+
+def section_verdict(data: RunData, section: str, lang: str = "en") -> Verdict:
+    rec = data.rec(section)
+    if rec is None:
+        return Verdict(section, "none", L(lang, "section_missing"))
+    status, reason = rec.get("status"), rec.get("reason") or ""
+    m = rec.get("metrics", {})
+    if status == "skipped":
+        return Verdict(section, "none", reason)
+    if status == "failed":
+        return Verdict(section, "fail", reason)
+    rule = sections_mod.get(section).verdict if section in sections_mod.NAMES else None
+    if rule is not None:
+        state, note = rule(m, lang)
+        return Verdict(section, state, note)
+    # no rule of its own: a recorded pass/fail decides, else the figures are information
+    passed = m.get("verdict", {}).get("passed") if isinstance(m.get("verdict"), dict) else m.get("passed")
+    return Verdict(section, {True: "pass", False: "fail"}.get(passed, "info"), "")
+
+
+def not_measured(data: RunData, lang: str = "en") -> list[dict[str, str]]:
+    """Every section or step that did not produce a figure, with its reason; hardware absent on
+    this host is listed from the environment record and marked hardware-specific."""
+    out: list[dict[str, str]] = []
+    for section in sections_mod.NAMES:
+        rec = data.rec(section)
+        if rec is None:
+            if section != "report":
+                out.append({"section": section, "what": "—", "status": "skipped", "reason": L(lang, "section_missing")})
+            continue
+        if rec.get("status") in ("skipped", "failed"):
+            out.append({"section": section, "what": "—", "status": rec["status"], "reason": rec.get("reason") or ""})
+        for name, st in (get(rec, "metrics.steps") or {}).items():
+            if isinstance(st, dict) and st.get("status") in ("skipped", "failed"):
+                out.append({"section": section, "what": name, "status": st["status"], "reason": st.get("reason") or ""})
+    absent = get(data.rec("environment"), "metrics.system.absent") or {}
+    for comp, why in absent.items():
+        out.append({"section": "environment", "what": comp, "status": "hw" if comp in HARDWARE_SPECIFIC else "absent",
+                    "reason": str(why)})
+    return out
+

@@ -1,0 +1,99 @@
+"""The performance section's verify rule: recompute its summaries from its raw rows (`ascendeval verify`)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...rechecks import VerifyResult, is_num, mean, pct, sidecar_rows
+
+
+def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
+    m = rec.get("metrics", {})
+    rows = sidecar_rows(run_dir, "performance", "latency", res)
+    lat_rows = [r for r in rows if r.get("kind") == "latency"]
+    s = m.get("latency")
+    if lat_rows and isinstance(s, dict):
+        from ...metrics import latency_summary
+
+        recomputed = latency_summary([r["latency_s"] for r in lat_rows])
+        for k, v in recomputed.items():
+            if k in s:
+                res.same(f"performance.latency.{k}", s[k], v)
+        if is_num(s.get("batch_size")) and is_num(s.get("output_len")) and is_num(s.get("avg_latency_s")):
+            res.same("performance.latency.generation_tok_per_s", s.get("generation_tok_per_s"),
+                     s["batch_size"] * s["output_len"] / s["avg_latency_s"])
+    e2e = m.get("e2e_latency")
+    if isinstance(e2e, list):
+        by_len: dict[int, list[float]] = defaultdict(list)
+        for r in rows:
+            if r.get("kind") == "e2e":
+                by_len[r["output_len"]].append(r["latency_s"])
+        for point in e2e:
+            times = by_len.get(point.get("output_len"))
+            if times:
+                res.same(f"performance.e2e_latency[{point['output_len']}].mean_latency_s", point.get("mean_latency_s"),
+                         float(np.mean(times)))
+                res.same(f"performance.e2e_latency[{point['output_len']}].output_tok_per_s",
+                         point.get("output_tok_per_s"), point["output_len"] / float(np.mean(times)))
+    _serving(res, m, run_dir)
+
+
+def _serving(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
+    rows = sidecar_rows(run_dir, "performance", "requests", res)
+    for i, r in enumerate(rows):
+        where = f"performance.requests.jsonl[{i}]"
+        res.checks += 1
+        if not r.get("success"):
+            continue
+        ttft, e2el, n = r.get("ttft_ms"), r.get("e2el_ms"), r.get("output_tokens")
+        if is_num(ttft) and is_num(e2el) and ttft > e2el * (1 + 1e-9) + 1e-9:
+            res.problem(where, f"ttft_ms {ttft} > e2el_ms {e2el}")
+        if is_num(n) and is_num(r.get("max_tokens")) and n > r["max_tokens"]:
+            res.problem(where, f"output_tokens {n} > max_tokens {r['max_tokens']}")
+        ct = r.get("chunk_tokens")
+        if isinstance(ct, list) and is_num(n) and sum(ct) != n:
+            res.problem(where, f"chunk_tokens sum to {sum(ct)} but usage says output_tokens {n}")
+        if r.get("usage_reported") and n is None:
+            res.problem(where, "usage reported but output_tokens is missing")
+        if is_num(ttft) and is_num(e2el) and is_num(n) and n > 1:
+            res.same(f"{where}.tpot_ms", r.get("tpot_ms"), (e2el - ttft) / (n - 1))
+        itl = r.get("itl_ms")
+        if isinstance(itl, list) and is_num(r.get("num_chunks")) and r["num_chunks"] > 0 and len(itl) != r["num_chunks"] - 1:
+            res.problem(where, f"{len(itl)} inter-chunk gaps for {r['num_chunks']} chunks")
+    points = m.get("serving")
+    if not rows or not isinstance(points, list):
+        return
+    groups: "OrderedDict[tuple, list[dict]]" = OrderedDict()
+    for r in rows:
+        if not r.get("warmup"):
+            groups.setdefault((r.get("sweep"), r.get("load")), []).append(r)
+    if len(groups) != len(points):
+        res.problem("performance.serving", f"{len(points)} load points recorded but the rows hold {len(groups)}")
+        return
+    for (sweep, load), (point) in zip(groups, points):
+        g = groups[(sweep, load)]
+        where = f"performance.serving[{sweep} {load}]"
+        res.same(f"{where}.sweep", point.get("sweep"), sweep)
+        ok = [r for r in g if r.get("success")]
+        res.same(f"{where}.num_requests", point.get("num_requests"), len(g))
+        res.same(f"{where}.completed_count", point.get("completed_count"), len(ok))
+        res.same(f"{where}.failed_count", point.get("failed_count"), len(g) - len(ok))
+        if ok and all(r.get("output_tokens") is not None for r in ok):
+            res.same(f"{where}.total_output_tokens", point.get("total_output_tokens"), sum(r["output_tokens"] for r in ok))
+        for name in ("ttft", "e2el", "tpot"):
+            vals = [r[f"{name}_ms"] for r in ok if is_num(r.get(f"{name}_ms"))]
+            res.same(f"{where}.mean_{name}_ms", point.get(f"mean_{name}_ms"), mean(vals))
+            res.same(f"{where}.median_{name}_ms", point.get(f"median_{name}_ms"), pct(vals, 50))
+            res.same(f"{where}.p99_{name}_ms", point.get(f"p99_{name}_ms"), pct(vals, 99))
+        itls = [x for r in ok for x in (r.get("itl_ms") or [])]
+        res.same(f"{where}.mean_itl_ms", point.get("mean_itl_ms"), mean(itls))
+        dur = point.get("duration_s")
+        if is_num(dur) and dur > 0:
+            res.same(f"{where}.request_throughput_req_per_s", point.get("request_throughput_req_per_s"), len(ok) / dur)
+            if point.get("total_output_tokens") is not None and point.get("output_tok_per_s") is not None:
+                res.same(f"{where}.output_tok_per_s", point.get("output_tok_per_s"), point["total_output_tokens"] / dur)
+
