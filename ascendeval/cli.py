@@ -111,6 +111,43 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Re-render README.md/.html and report.html of a run from its records; measures nothing."""
+    from pathlib import Path
+
+    from . import report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        print(f"error: {run_dir}: not a run directory (no records/ folder); expected outputs/<model>/<run_id>",
+              file=sys.stderr)
+        return 2
+    lang = args.lang or report.get(report.load_run(run_dir).params(), "sections.report.language") or "en"
+    if lang not in ("en", "zh"):
+        lang = "en"
+    paths_ = report.write_card(report.load_run(run_dir), lang)
+    print(f"card: {paths_['markdown']}\ncard (HTML): {paths_['html']}\nreport: {report.write_run_html(run_dir, lang)}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    """Print (or write) the JSON Schema of a record file."""
+    import json
+
+    from . import records, sections
+    from .schema import record_json_schema
+
+    text = json.dumps(record_json_schema({s.name: s.metrics for s in sections.SECTIONS if s.metrics},
+                                         records.SCHEMA_VERSION), indent=1, ensure_ascii=False) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(args.out)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_build_model(args: argparse.Namespace) -> int:
     from . import builtin_models
 
@@ -153,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("outputs", nargs="?", help="outputs directory (default: ASCENDEVAL_OUTPUTS or ./outputs)")
     ix.add_argument("--lang", choices=["en", "zh"], default="en")
     ix.set_defaults(func=_cmd_index)
+    rp = sub.add_parser("report", help="re-render a run's model card and report.html from its records (no measuring)")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="outputs/<model>/<run_id>")
+    rp.add_argument("--lang", choices=["en", "zh"], help="default: the run's sections.report.language")
+    rp.set_defaults(func=_cmd_report)
+    sc = sub.add_parser("schema", help="the JSON Schema of a record file (records/<section>.json)")
+    sc.add_argument("--out", help="write it to this file instead of stdout")
+    sc.set_defaults(func=_cmd_schema)
     b = sub.add_parser("build-model", help="build (or find in the cache) a builtin model and print its path")
     b.add_argument("name")
     b.set_defaults(func=_cmd_build_model)

@@ -103,13 +103,16 @@ class SectionRun:
     def add(self, key: str, value: Any) -> Any:
         """Store a metric (dataclasses and numpy values are converted) and checkpoint.
 
-        An impossible value (cosine above 1, negative time, ...) is not stored: it is recorded as a
-        failed entry naming the value, so the section ends `failed` and the notebook goes on."""
+        An impossible value (cosine above 1, negative time, ...) or one its section's metrics model
+        does not declare (an unknown key, a wrong type) is not stored: it is recorded as a failed
+        entry naming the value, so the section ends `failed` and the notebook goes on."""
         converted = records.to_jsonable(value)
-        problems = records.validate_metrics({key: converted})
+        problems = records.validate_metrics({key: converted}) or [
+            p for p in records.model_problems(self.section, {**self.metrics, key: converted})
+            if p.startswith((f"metrics.{key}.", f"metrics.{key}[", f"metrics.{key}:"))]
         if problems:
             log.error("metric %s refused: %s", key, "; ".join(problems))
-            self.steps[f"add:{key}"] = {"status": "failed", "reason": "impossible value refused: "
+            self.steps[f"add:{key}"] = {"status": "failed", "reason": "value refused: "
                                         + "; ".join(problems)[:500], "wall_s": 0.0}
         else:
             self.metrics[key] = converted

@@ -123,7 +123,20 @@ def validate_record(rec: dict[str, Any]) -> list[str]:
     if rec.get("status") in ("failed", "skipped") and not rec.get("reason"):
         problems.append(f"status {rec.get('status')} needs a reason")
     problems += validate_metrics(rec.get("metrics", {}))
+    problems += model_problems(rec.get("section"), rec.get("metrics", {}))
     return problems
+
+
+def model_problems(section: Any, metrics: Any, where: str = "metrics") -> list[str]:
+    """Where `metrics` does not fit the metrics model its section registers (an undeclared key, a
+    wrong type); a record of an unknown section is reported as such."""
+    from . import sections  # the registry imports the section packages, which import this module
+    from .schema import metrics_problems
+
+    if section not in sections.NAMES:
+        return [f"section {section!r} is not a registered section ({', '.join(sections.NAMES)})"]
+    model = sections.get(section).metrics
+    return metrics_problems(model, metrics, where) if model is not None else []
 
 
 # --------------------------------------------------------------------------- files

@@ -278,11 +278,11 @@ def test_nvidia_compute_apps_by_pid():
 
 
 def test_served_counters_from_recorded_metrics_pages():
-    from ascendeval.sections.features import steps as features
+    from ascendeval.sections.features import common
 
-    v1 = features.metrics_counters((FIXTURES / "vllm/metrics_excerpt_vllm-v1_gpu_kserve_llama-vllm-single.txt").read_text())
+    v1 = common.metrics_counters((FIXTURES / "vllm/metrics_excerpt_vllm-v1_gpu_kserve_llama-vllm-single.txt").read_text())
     assert v1["vllm:prefix_cache_queries"] == 0.0 and v1["vllm:num_preemptions"] == 0.0
-    old = features.metrics_counters(
+    old = common.metrics_counters(
         (FIXTURES / "vllm/metrics_excerpt_vllm-0.10.0_gpu_glm45_production-stack-617.txt").read_text())
     assert old["vllm:prefix_cache_queries"] == 32.0
     assert old["vllm:gpu_prefix_cache_hits"] == 0.0  # the deprecated name is still emitted by 0.10

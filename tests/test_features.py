@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ascendeval import config, metrics
-from ascendeval.sections.features import steps as features
+from ascendeval.sections.features import capacity, common, long_context, prefix_cache, speculative
 from ascendeval.sections.features.config import FeaturesConfig
 from ascendeval.token_prompts import TokenPrompts
 
@@ -19,12 +19,12 @@ def test_counter_delta_scalars_vectors_and_labels():
     after = {"vllm:prefix_cache_hits": 74, "vllm:prefix_cache_queries": 140, "other": 9,
              "vllm:prefix_cache_hits{engine_extra=x}": 3,
              "vllm:spec_decode_num_accepted_tokens_per_pos": [5, 2, 1]}
-    d = features.counter_delta(before, after, "vllm:prefix_cache")
+    d = common.counter_delta(before, after, "vllm:prefix_cache")
     assert d == {"vllm:prefix_cache_hits": 64, "vllm:prefix_cache_queries": 100,
                  "vllm:prefix_cache_hits{engine_extra=x}": 3}
-    assert features._sum_by_name(d, "vllm:prefix_cache_hits") == 67
-    assert features._sum_by_name(d, "vllm:prefix_cache_hit") is None  # no prefix-matching of names
-    v = features.counter_delta(before, after, "vllm:spec_decode")
+    assert common._sum_by_name(d, "vllm:prefix_cache_hits") == 67
+    assert common._sum_by_name(d, "vllm:prefix_cache_hit") is None  # no prefix-matching of names
+    v = common.counter_delta(before, after, "vllm:spec_decode")
     assert v["vllm:spec_decode_num_accepted_tokens_per_pos"] == [4, 2, 1]
 
 
@@ -32,17 +32,17 @@ def test_acceptance_follows_vllm_definitions():
     deltas = {"vllm:spec_decode_num_drafts": 10, "vllm:spec_decode_num_draft_tokens": 30,
               "vllm:spec_decode_num_accepted_tokens": 12,
               "vllm:spec_decode_num_accepted_tokens_per_pos": [7, 4, 1]}
-    a = features.acceptance(deltas)
+    a = speculative.acceptance(deltas)
     assert a["acceptance_rate"] == pytest.approx(0.4)
     assert a["mean_acceptance_length"] == pytest.approx(2.2)  # 1 + 12/10, bonus token included
     assert a["per_position_acceptance_rate"] == pytest.approx([0.7, 0.4, 0.1])
 
 
 def test_acceptance_without_drafts_is_not_measured_not_zero():
-    a = features.acceptance({})
+    a = speculative.acceptance({})
     assert a["acceptance_rate"] is None and a["mean_acceptance_length"] is None
     assert a["per_position_acceptance_rate"] is None
-    assert features.safe_ratio(3, 0) is None and features.safe_ratio(None, 2) is None
+    assert common.safe_ratio(3, 0) is None and common.safe_ratio(None, 2) is None
 
 
 def _out(n_out: int, **m):
@@ -53,7 +53,7 @@ def _out(n_out: int, **m):
 
 
 def test_request_timing_splits_engine_timestamps():
-    r = features.request_timing(_out(11, queued_ts=10.0, scheduled_ts=10.01, first_token_ts=10.21,
+    r = common.request_timing(_out(11, queued_ts=10.0, scheduled_ts=10.01, first_token_ts=10.21,
                                      last_token_ts=10.71, first_token_latency=0.25, num_preemptions=1))
     assert r["queue_ms"] == pytest.approx(10) and r["prefill_ms"] == pytest.approx(200)
     assert r["decode_ms"] == pytest.approx(500) and r["tpot_ms"] == pytest.approx(50)
@@ -64,23 +64,23 @@ def test_request_timing_splits_engine_timestamps():
 def test_request_timing_without_stats_is_none():
     out = _out(4)
     out.metrics = None
-    r = features.request_timing(out)
+    r = common.request_timing(out)
     assert r["prefill_ms"] is None and r["ttft_ms"] is None and r["tpot_ms"] is None
 
 
 def test_context_lengths_cap_and_reach_the_limit():
-    keep, dropped = features.context_lengths([256, 1024, 4096, 32768], 2048, 16, kv_tokens=None)
+    keep, dropped = long_context.context_lengths([256, 1024, 4096, 32768], 2048, 16, kv_tokens=None)
     assert keep == [256, 1024, 2032] and dropped == [4096, 32768]
-    keep, dropped = features.context_lengths([256, 1024], 2048, 16, kv_tokens=None)
+    keep, dropped = long_context.context_lengths([256, 1024], 2048, 16, kv_tokens=None)
     assert keep == [256, 1024] and dropped == []
-    keep, _ = features.context_lengths([256, 4096], 8192, 16, kv_tokens=1000)  # KV cache smaller than the model
+    keep, _ = long_context.context_lengths([256, 4096], 8192, 16, kv_tokens=1000)  # KV cache smaller than the model
     assert keep == [256, 984]
 
 
 def test_max_concurrency_whole_blocks():
-    assert features.max_concurrency(100, 16, 16) == 100
-    assert features.max_concurrency(100, 16, 17) == 50
-    assert features.max_concurrency(3, 128, 1024) == 0
+    assert capacity.max_concurrency(100, 16, 16) == 100
+    assert capacity.max_concurrency(100, 16, 17) == 50
+    assert capacity.max_concurrency(3, 128, 1024) == 0
 
 
 def test_prefix_workload_shares_exactly_the_prefix():
@@ -89,21 +89,21 @@ def test_prefix_workload_shares_exactly_the_prefix():
         vocab_size = 500
 
     tp = TokenPrompts(Tok(), seed=1)
-    shared, prime = features.prefix_workload(tp, 4, 100, 0.75, shared=True)
+    shared, prime = prefix_cache.prefix_workload(tp, 4, 100, 0.75, shared=True)
     assert all(len(p) == 100 for p in shared) and prime is not None and prime[:75] == shared[0][:75]
     assert all(p[:75] == shared[0][:75] for p in shared) and len({tuple(p[75:]) for p in shared}) == 4
-    distinct, prime = features.prefix_workload(tp, 4, 100, 0.75, shared=False)
+    distinct, prime = prefix_cache.prefix_workload(tp, 4, 100, 0.75, shared=False)
     assert prime is None and len({tuple(p[:75]) for p in distinct}) == 4
     assert 0 not in {t for p in shared + distinct for t in p}  # no special tokens
 
 
 def test_spec_config_and_copy_prompts():
     c = FeaturesConfig(num_speculative_tokens=5)
-    assert features.spec_config(c, "ngram") == {"num_speculative_tokens": 5, "method": "ngram",
+    assert speculative.spec_config(c, "ngram") == {"num_speculative_tokens": 5, "method": "ngram",
                                                 "prompt_lookup_min": 2, "prompt_lookup_max": 4}
     c2 = FeaturesConfig(spec_methods=["ngram", "eagle"], spec_model="/m/eagle")
-    assert features.spec_config(c2, "eagle") == {"num_speculative_tokens": 3, "method": "eagle", "model": "/m/eagle"}
-    prompts = features.copy_prompts(3)
+    assert speculative.spec_config(c2, "eagle") == {"num_speculative_tokens": 3, "method": "eagle", "model": "/m/eagle"}
+    prompts = speculative.copy_prompts(3)
     assert len(prompts) == 3 and all("Copy:" in p for p in prompts)
     # the continuation is in the prompt: what prompt lookup can propose
     assert prompts[0].split("Copy: ")[1] in prompts[0].split("Text: ")[1]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ascendeval.sections.features import steps as features
+from ascendeval.sections.features import common
 from ascendeval.engines import vllm_compat
 
 FIELDS = json.loads((Path(__file__).parent / "fixtures/vllm/request_state_stats_fields.json").read_text())
@@ -42,7 +42,7 @@ def test_installed_vllm_has_every_required_field():
 
 @pytest.mark.parametrize("version", ["0.23.0", "0.32.0"])
 def test_request_timing_on_each_vllm_shape(version):
-    row = features.request_timing(_output(version))
+    row = common.request_timing(_output(version))
     assert row["queue_ms"] == pytest.approx(500.0)
     assert row["prefill_ms"] == pytest.approx(500.0)
     assert row["decode_ms"] == pytest.approx(400.0)
@@ -59,7 +59,7 @@ def test_request_timing_on_each_vllm_shape(version):
 def test_request_timing_without_stats():
     out = _output("0.32.0")
     out.metrics = None
-    row = features.request_timing(out)
+    row = common.request_timing(out)
     assert row["ttft_ms"] is None and row["preemptions"] is None
     assert "RequestOutput.metrics: not reported" in row["not_reported"]
 

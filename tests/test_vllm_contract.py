@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - older vLLM: vllm/entrypoints/openai/cl
     )
 
 from ascendeval import config, paths, report, server  # noqa: E402
-from ascendeval.sections.features import steps as features  # noqa: E402
+from ascendeval.sections.features import speculative  # noqa: E402
 from ascendeval.engines.vllm_engine import VLLMEngine, engine_kwargs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def test_llm_kwargs_every_target_key(monkeypatch: pytest.MonkeyPatch):
     assert ea.enable_prefix_caching is False and ea.pipeline_parallel_size == 2 and ea.revision == "v1.0"
 
 
-# Keyword arguments the sections add on top of the params (ascendeval/perf.py _engine_overrides,
+# Keyword arguments the sections add on top of the params (ascendeval/sections/performance/steps.py _engine_overrides,
 # smoke.py dummy gate, features.py start_main / spec / PD / chunked-off). Built from the params
 # file's own features config, so they carry the values a run would use.
 def section_overrides(cfg: config.RunConfig) -> dict[str, dict[str, Any]]:
@@ -222,7 +222,7 @@ def section_overrides(cfg: config.RunConfig) -> dict[str, dict[str, Any]]:
         "perf-graph-toggle": {"enable_prefix_caching": False, "enforce_eager": not cfg.target.enforce_eager},
         "smoke-dummy-gate": {"load_format": "dummy"},
         "features-main": {"enable_prefix_caching": True, "max_num_batched_tokens": 512},
-        "features-spec-ngram": {"speculative_config": features.spec_config(fc, "ngram")},
+        "features-spec-ngram": {"speculative_config": speculative.spec_config(fc, "ngram")},
         "features-spec-draft": {"speculative_config": {"num_speculative_tokens": fc.num_speculative_tokens,
                                                        "method": "draft_model", "model": "/models/draft"}},
         "features-pd": {"kv_transfer_config": kv},

@@ -4,5 +4,6 @@ bandwidth / matmul probes that feed the roofline (notebook 00_environment; steps
 from ..base import Section
 from . import card
 from .config import EnvironmentConfig
+from .metrics import EnvironmentMetrics
 
-SECTION = Section("environment", "00_environment", "sec_env", config=EnvironmentConfig, card=card.render, verdict=card.verdict)
+SECTION = Section("environment", "00_environment", "sec_env", config=EnvironmentConfig, metrics=EnvironmentMetrics, card=card.render, verdict=card.verdict)

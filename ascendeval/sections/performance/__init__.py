@@ -4,9 +4,10 @@ engine, the roofline, and the serving benchmark against an HTTP server (notebook
 from ..base import Section
 from . import card, verify
 from .config import PerformanceConfig
+from .metrics import PerformanceMetrics
 
 SECTION = Section(
-    "performance", "02_performance", "sec_performance", config=PerformanceConfig, card=card.render, verify=verify.rule,
+    "performance", "02_performance", "sec_performance", config=PerformanceConfig, metrics=PerformanceMetrics, card=card.render, verify=verify.rule,
     uses_shared_server=lambda cfg: (cfg.sections.performance.serving.enabled
                                     and not cfg.sections.performance.serving.url),
     index_metrics=(("output_tok_per_s", "metrics.serving_main.output_tok_per_s"),

@@ -4,9 +4,10 @@ agreement of the target engine vs a transformers reference (notebook 03_precisio
 from ..base import Section
 from . import card, verify
 from .config import PrecisionConfig
+from .metrics import PrecisionMetrics
 
 SECTION = Section(
-    "precision", "03_precision", "sec_precision", config=PrecisionConfig, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "precision", "03_precision", "sec_precision", config=PrecisionConfig, metrics=PrecisionMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
     index_metrics=(("top1_agreement", "metrics.teacher_forced.top1_agreement"),
                    ("mean_cosine", "metrics.teacher_forced.mean_cosine")),
 )

@@ -4,8 +4,9 @@ invariance, with the float32 reference beside the target (notebook 04_quality)."
 from ..base import Section
 from . import card, verify
 from .config import QualityConfig
+from .metrics import QualityMetrics
 
 SECTION = Section(
-    "quality", "04_quality", "sec_quality", config=QualityConfig, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "quality", "04_quality", "sec_quality", config=QualityConfig, metrics=QualityMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
     index_metrics=(("overall_pass_rate", "metrics.suites.overall_pass_rate"),),
 )

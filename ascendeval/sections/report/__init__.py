@@ -3,5 +3,6 @@ all read from this run's records (notebook 06_report)."""
 
 from ..base import Section
 from .config import ReportConfig
+from .metrics import ReportMetrics
 
-SECTION = Section("report", "06_report", "sec_report", config=ReportConfig, has_verdict=False)
+SECTION = Section("report", "06_report", "sec_report", config=ReportConfig, metrics=ReportMetrics, has_verdict=False)

@@ -4,9 +4,10 @@ determinism, and (optionally) the same prompts through a served endpoint (notebo
 from ..base import Section
 from . import card, verify
 from .config import SmokeConfig
+from .metrics import SmokeMetrics
 
 SECTION = Section(
-    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
     uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
     index_metrics=(("load_s", "metrics.load.load_s"),),
 )

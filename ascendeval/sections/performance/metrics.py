@@ -1,0 +1,269 @@
+"""The `metrics` of `records/performance.json`.
+
+Filled by the performance steps (`sections/performance/steps.py`): `plan` -> plan, `open_engine` ->
+engine, `latency` -> latency + e2e_latency, `throughput` -> throughput + throughput_bare +
+throughput_harness_vs_bare_x, `prefill_decode` -> prefill_decode, `memory` -> memory,
+`graph_vs_eager` -> graph_vs_eager, `roofline` -> roofline, `serving` -> serving (after every load
+point) + serving_main; the serving statistics come from `metrics.serving_metrics` and
+`loadgen.LoadRun.metrics`. `engine_starts` and `steps` come from context.SectionRun. Offline blocks
+are absent on a served-only target (`target.engine: openai`), serving blocks on an hf target.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ascendeval.schema import EngineInfo, EngineStart, MetricsModel, SectionMetrics
+
+
+class PlanModel(MetricsModel):
+    """`model_facts`: shapes and sizes from config.json and the safetensors headers (no load)."""
+
+    num_layers: int | None
+    hidden_size: int | None
+    num_kv_heads: int | None
+    head_dim: int | None
+    vocab_size: int | None
+    checkpoint_dtype: str | None
+    num_parameters: int | None  # None: no safetensors checkpoint
+    checkpoint_bytes: int | None
+    run_dtype: str
+    weights_bytes: int | None  # parameters x bytes of the run dtype
+    kv_bytes_per_token: int | None
+
+
+class Plan(MetricsModel):
+    reduced: bool  # the `reduced` counts applied (a model above reduced.above_params)
+    # Open here: the resolved PerformanceConfig (`conf.model_dump`), echoed as the counts that ran.
+    # Its schema is the section's config class; declaring it twice would let the two drift.
+    effective: dict[str, Any]
+    model: PlanModel
+
+
+class Latency(MetricsModel):
+    """`vllm bench latency`: `metrics.latency_summary` over the timed iterations, plus the shape."""
+
+    iters_count: int
+    avg_latency_s: float
+    std_latency_s: float
+    min_latency_s: float
+    max_latency_s: float
+    # metrics.LATENCY_PERCENTILES
+    p10_latency_s: float
+    p25_latency_s: float
+    p50_latency_s: float
+    p75_latency_s: float
+    p90_latency_s: float
+    p99_latency_s: float
+    input_len: int
+    output_len: int
+    batch_size: int
+    warmup_iters: int
+    prompt_tok_per_s: float
+    generation_tok_per_s: float
+
+
+class E2ELatency(MetricsModel):
+    """One request of `output_len` tokens (batch 1), mean over `iters_count`."""
+
+    output_len: int
+    mean_latency_s: float
+    output_tok_per_s: float
+    mean_ttft_ms: float | None  # None: the engine gives no first-token time
+    iters_count: int
+
+
+class Throughput(MetricsModel):
+    """`metrics.throughput_summary` of one timed batch (median of the repeats)."""
+
+    elapsed_s: float
+    num_requests: int
+    total_input_tokens: int
+    total_output_tokens: int
+    request_throughput_req_per_s: float
+    total_tok_per_s: float
+    output_tok_per_s: float
+
+
+class PrefillDecode(MetricsModel):
+    """One batch size of the prefill / decode split."""
+
+    batch_size: int
+    prefill_input_len: int
+    prefill_s: float
+    prefill_tok_per_s: float
+    decode_output_len: int
+    # None: the long run was not slower than the 1-token run (no decode time to divide by)
+    decode_s: float | None
+    decode_tok_per_s: float | None
+    decode_ms_per_step: float | None
+
+
+class Memory(MetricsModel):
+    weights_bytes: int | None
+    checkpoint_bytes: int | None
+    kv_bytes_per_token: int | None
+    kv_cache_tokens: int | None  # None: an hf engine (no paged KV cache)
+    kv_cache_blocks_count: int | None
+    kv_cache_max_concurrency: float | None
+    max_model_len_tokens: int | None
+    # device.process_tree_memory: this process and its children (vLLM's engine core)
+    rss_bytes: int
+    peak_rss_bytes: int
+    # npu / cuda targets only: device.engine_device_memory, read from the device tool's process table
+    engine_device_memory_bytes: int | None = None
+    device_used_bytes: int | None = None
+    device_total_bytes: int | None = None
+    device_memory_source: str | None = None
+    device_memory_reason: str | None = None
+
+
+class GraphMode(MetricsModel):
+    """The latency and throughput workloads in one graph mode."""
+
+    mode: str  # eager | ACL graph | CUDA graph | torch.compile | graph
+    enforce_eager: bool
+    compilation_mode: str | None  # as the engine resolved it
+    cudagraph_mode: str | None
+    startup_s: float
+    avg_latency_s: float
+    p50_latency_s: float
+    output_tok_per_s: float
+    request_throughput_req_per_s: float
+    mean_ttft_ms: float | None
+
+
+class GraphDelta(MetricsModel):
+    """(graph - eager) / eager per figure (`metrics.relative_delta`); None where undefined."""
+
+    startup_s_delta: float | None
+    avg_latency_s_delta: float | None
+    p50_latency_s_delta: float | None
+    output_tok_per_s_delta: float | None
+    request_throughput_req_per_s_delta: float | None
+    mean_ttft_ms_delta: float | None
+
+
+class GraphVsEager(MetricsModel):
+    eager: GraphMode
+    graph: GraphMode
+    graph_vs_eager_delta: GraphDelta
+
+
+class Roofline(MetricsModel):
+    """Decode bandwidth and prefill FLOPs utilisation at the largest split batch, against the
+    environment record's probes. The decode half is present when a bandwidth was measured and
+    decode had a speed, the prefill half when a matmul throughput was measured."""
+
+    batch_size: int
+    measured_bandwidth_gbps: float | None
+    bandwidth_key: str | None  # read_bandwidth_gbps, else copy_bandwidth_gbps
+    measured_matmul_tflops: float | None
+    matmul_dtype_key: str  # matmul_<dtype>_tflops used as the roof
+    decode_bytes_per_step: float | None = None
+    decode_achieved_gbps: float | None = None
+    decode_bandwidth_utilization: float | None = None  # None (with the note): above the roof, not a utilisation
+    decode_bandwidth_note: str | None = None
+    prefill_flops: float | None = None
+    prefill_achieved_tflops_per_s: float | None = None
+    prefill_flops_utilization: float | None = None  # None (with the note): above the probe
+    prefill_flops_note: str | None = None
+
+
+class ServingPoint(MetricsModel):
+    """One load point of the serving benchmark: `metrics.serving_metrics` (vLLM's definitions;
+    None = not measured, e.g. no usage reported) + the load spec from `loadgen.LoadRun.metrics`."""
+
+    num_requests: int
+    completed_count: int
+    failed_count: int
+    failed_rate: float | None
+    usage_missing_count: int
+    duration_s: float
+    total_input_tokens: int
+    total_output_tokens: int | None  # None: some response carried no usage
+    request_throughput_req_per_s: float
+    output_tok_per_s: float | None
+    total_tok_per_s: float | None
+    # metrics.summarize over each quantity, percentiles metrics.DEFAULT_PERCENTILES
+    mean_ttft_ms: float | None
+    median_ttft_ms: float | None
+    std_ttft_ms: float | None
+    min_ttft_ms: float | None
+    max_ttft_ms: float | None
+    p50_ttft_ms: float | None
+    p90_ttft_ms: float | None
+    p95_ttft_ms: float | None
+    p99_ttft_ms: float | None
+    mean_tpot_ms: float | None
+    median_tpot_ms: float | None
+    std_tpot_ms: float | None
+    min_tpot_ms: float | None
+    max_tpot_ms: float | None
+    p50_tpot_ms: float | None
+    p90_tpot_ms: float | None
+    p95_tpot_ms: float | None
+    p99_tpot_ms: float | None
+    mean_itl_ms: float | None
+    median_itl_ms: float | None
+    std_itl_ms: float | None
+    min_itl_ms: float | None
+    max_itl_ms: float | None
+    p50_itl_ms: float | None
+    p90_itl_ms: float | None
+    p95_itl_ms: float | None
+    p99_itl_ms: float | None
+    # per token (chunk gaps split over the tokens of each chunk); None unless the server says
+    # how many tokens each chunk carried
+    mean_token_itl_ms: float | None
+    median_token_itl_ms: float | None
+    std_token_itl_ms: float | None
+    min_token_itl_ms: float | None
+    max_token_itl_ms: float | None
+    p50_token_itl_ms: float | None
+    p90_token_itl_ms: float | None
+    p95_token_itl_ms: float | None
+    p99_token_itl_ms: float | None
+    mean_e2el_ms: float | None
+    median_e2el_ms: float | None
+    std_e2el_ms: float | None
+    min_e2el_ms: float | None
+    max_e2el_ms: float | None
+    p50_e2el_ms: float | None
+    p90_e2el_ms: float | None
+    p95_e2el_ms: float | None
+    p99_e2el_ms: float | None
+    peak_output_tok_per_s: float | None
+    peak_concurrent_requests_count: int | None
+    goodput_req_per_s: float | None  # None: no SLO set
+    good_count: int | None
+    request_rate_req_per_s: float | None  # None: rate inf (all requests at once)
+    request_rate_label: str
+    burstiness: float
+    max_concurrency: int | None
+    warmup_count: int
+    sweep: Literal["main", "rate", "concurrency"]
+
+
+class ServingSweepPoint(ServingPoint):
+    """A point as stored in `serving`: with the failed requests' errors (serving_main drops them)."""
+
+    # Open: first line of each error message -> count; the keys are data (catalog kind data_map).
+    errors: dict[str, int]
+
+
+class PerformanceMetrics(SectionMetrics):
+    plan: Plan | None = None
+    engine_starts: list[EngineStart] | None = None
+    engine: EngineInfo | None = None
+    latency: Latency | None = None
+    e2e_latency: list[E2ELatency] | None = None
+    throughput: Throughput | None = None
+    throughput_bare: Throughput | None = None  # None: the engine has no bare LLM.generate (hf)
+    throughput_harness_vs_bare_x: float | None = None
+    prefill_decode: list[PrefillDecode] | None = None
+    memory: Memory | None = None
+    graph_vs_eager: GraphVsEager | None = None
+    roofline: Roofline | None = None
+    serving: list[ServingSweepPoint] | None = None  # main point first, then the rate and concurrency sweeps
+    serving_main: ServingPoint | None = None

