@@ -17,7 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What changed since each older version, applied by `upgrade` when a record is read:
+#   1 -> 2: the performance plan's model facts take the keys of models.model_card_facts
+#           (num_kv_heads -> num_key_value_heads, checkpoint_dtype -> config_dtype,
+#           num_parameters -> param_count, checkpoint_bytes -> weight_bytes, in plan.model and memory).
+_V1_MODEL_FACT_KEYS = {"num_kv_heads": "num_key_value_heads", "checkpoint_dtype": "config_dtype",
+                       "num_parameters": "param_count", "checkpoint_bytes": "weight_bytes"}
 Status = Literal["ok", "failed", "skipped"]
 STATUSES = ("ok", "failed", "skipped")
 
@@ -118,6 +124,10 @@ def validate_record(rec: dict[str, Any]) -> list[str]:
     for key in ("schema_version", "section", "status", "run_id", "created_at", "model", "target", "metrics"):
         if key not in rec:
             problems.append(f"missing envelope key {key!r}")
+    version = rec.get("schema_version")
+    if "schema_version" in rec and version != SCHEMA_VERSION:
+        problems.append(f"schema_version {version!r}: this ascendeval reads versions 1 to {SCHEMA_VERSION} "
+                        f"({'upgrade ascendeval to read it' if isinstance(version, int) and version > SCHEMA_VERSION else 'not an ascendeval record version'})")
     if rec.get("status") not in STATUSES:
         problems.append(f"status {rec.get('status')!r} not in {STATUSES}")
     if rec.get("status") in ("failed", "skipped") and not rec.get("reason"):
@@ -129,13 +139,12 @@ def validate_record(rec: dict[str, Any]) -> list[str]:
 
 def model_problems(section: Any, metrics: Any, where: str = "metrics") -> list[str]:
     """Where `metrics` does not fit the metrics model its section registers (an undeclared key, a
-    wrong type); a record of an unknown section is reported as such."""
+    wrong type). A section that registers no model (or a name outside the registry, as the tests'
+    scratch sections) is held to the catalog's checks only."""
     from . import sections  # the registry imports the section packages, which import this module
     from .schema import metrics_problems
 
-    if section not in sections.NAMES:
-        return [f"section {section!r} is not a registered section ({', '.join(sections.NAMES)})"]
-    model = sections.get(section).metrics
+    model = sections.get(section).metrics if section in sections.NAMES else None
     return metrics_problems(model, metrics, where) if model is not None else []
 
 
@@ -176,11 +185,31 @@ def load_rows(run_dir: str | Path, section: str, kind: str) -> list[dict[str, An
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def upgrade(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older schema version in the current layout (a new dict; the file is not
+    touched). A record from a newer ascendeval, or without a version, is returned as it is:
+    `validate_record` then says which version it has and what this one reads."""
+    version = rec.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version >= SCHEMA_VERSION or version < 1:
+        return rec
+    rec = json.loads(json.dumps(rec))  # a deep copy
+    if version == 1 and rec.get("section") == "performance" and isinstance(rec.get("metrics"), dict):
+        m = rec["metrics"]
+        for block in (m.get("plan", {}).get("model") if isinstance(m.get("plan"), dict) else None, m.get("memory")):
+            if isinstance(block, dict):
+                for old, new in _V1_MODEL_FACT_KEYS.items():
+                    if old in block:
+                        block[new] = block.pop(old)
+    rec["schema_version"] = SCHEMA_VERSION
+    return rec
+
+
 def load(run_dir: str | Path, section: str) -> dict[str, Any] | None:
+    """The record of `section` in the current schema (an older one is upgraded as it is read)."""
     path = record_path(run_dir, section)
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return upgrade(json.loads(path.read_text(encoding="utf-8")))
 
 
 def load_all(run_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -191,5 +220,5 @@ def load_all(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         return out
     for p in sorted(rdir.glob("*.json")):
         if p.name.count(".") == 1:
-            out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+            out[p.stem] = upgrade(json.loads(p.read_text(encoding="utf-8")))
     return out

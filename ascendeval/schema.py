@@ -42,6 +42,20 @@ class MetricsModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     catalog_exempt: ClassVar[str | None] = None
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Every value field may be absent (absent = not measured, like null): a writer that
+        measured less, or an older or hand-made record, still fits. (A union member's tag field
+        still decides: a block without its tag matches no member.)"""
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for f in cls.model_fields.values():
+            if f.is_required():
+                f.default = None
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
+
 
 class Empty(MetricsModel):
     """`{}`: a block the writer fills only when there is something to say (e.g. the provenance of

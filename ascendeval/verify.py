@@ -74,7 +74,7 @@ def verify_run(run_dir: str | Path, skip_sections: tuple[str, ...] = ()) -> Veri
         if path.name.count(".") != 1 or path.stem in skip_sections:
             continue
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            rec = records.upgrade(json.loads(path.read_text(encoding="utf-8")))  # an older schema is read as the current one
         except json.JSONDecodeError as exc:
             res.problem(path.name, f"not valid JSON ({exc.msg})")
             continue

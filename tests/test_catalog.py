@@ -17,7 +17,7 @@ NOT_METRICS = frozenset({"steps", "engine_starts", "system", "params"})  # statu
 
 
 def _records():
-    return {p.stem: json.loads(p.read_text()) for p in sorted(GOLDEN.glob("*.json"))}
+    return {p.stem: records.upgrade(json.loads(p.read_text())) for p in sorted(GOLDEN.glob("*.json"))}
 
 
 def test_the_catalog_loads_and_every_entry_is_complete():

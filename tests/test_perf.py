@@ -43,7 +43,7 @@ def test_model_facts_from_a_real_checkpoint(tmp_path):
                                                        "num_attention_heads": 2, "num_key_value_heads": 1,
                                                        "torch_dtype": "float32", "vocab_size": 10}))
     f = perf.model_facts(tmp_path, "bfloat16")
-    assert f["num_parameters"] == 205
+    assert f["param_count"] == 205 and f["num_key_value_heads"] == 1  # models.model_card_facts keys
     assert f["weights_bytes"] == 410  # bf16 at run time, whatever the checkpoint holds
     assert f["head_dim"] == 4 and f["kv_bytes_per_token"] == 2 * 2 * 1 * 4 * 2
     assert perf.model_facts(tmp_path, "auto")["weights_bytes"] == 820

@@ -86,12 +86,12 @@ def test_section_refuses_impossible_metric_without_crashing(tmp_path):
 
     params = Path(__file__).resolve().parents[1] / "params" / "tiny-qwen2.yaml"
     run = SectionRun("precision", params, tmp_path / "run")
-    run.add("summary", {"mean_cosine": 1.0009, "top1_agreement": 0.9})
-    run.add("ok_part", {"mean_ttft_ms": 3.0})
+    run.add("teacher_forced", {"mean_cosine": 1.0009, "top1_agreement": 0.9})
+    run.add("free_running", {"num_prompts": 3})
     rec = run.finish()
     assert rec["status"] == "failed"
     assert "cosine 1.0009 outside [-1, 1]" in rec["reason"]
-    assert "summary" not in rec["metrics"] and rec["metrics"]["ok_part"] == {"mean_ttft_ms": 3.0}
+    assert "teacher_forced" not in rec["metrics"] and rec["metrics"]["free_running"] == {"num_prompts": 3}
 
 
 def test_only_written_artifacts_are_listed(tmp_path):

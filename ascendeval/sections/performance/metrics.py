@@ -17,16 +17,17 @@ from ascendeval.schema import EngineInfo, EngineStart, MetricsModel, SectionMetr
 
 
 class PlanModel(MetricsModel):
-    """`model_facts`: shapes and sizes from config.json and the safetensors headers (no load)."""
+    """`model_facts`: shapes and sizes from config.json and the safetensors headers (no load), under
+    the keys of `models.model_card_facts`, plus what the run's dtype makes of them."""
 
     num_layers: int | None
     hidden_size: int | None
-    num_kv_heads: int | None
+    num_key_value_heads: int | None
     head_dim: int | None
     vocab_size: int | None
-    checkpoint_dtype: str | None
-    num_parameters: int | None  # None: no safetensors checkpoint
-    checkpoint_bytes: int | None
+    config_dtype: str | None
+    param_count: int | None  # None: no safetensors checkpoint
+    weight_bytes: int | None  # bytes of the stored tensors
     run_dtype: str
     weights_bytes: int | None  # parameters x bytes of the run dtype
     kv_bytes_per_token: int | None
@@ -101,7 +102,7 @@ class PrefillDecode(MetricsModel):
 
 class Memory(MetricsModel):
     weights_bytes: int | None
-    checkpoint_bytes: int | None
+    weight_bytes: int | None  # stored tensors (schema 1: checkpoint_bytes, the files' size)
     kv_bytes_per_token: int | None
     kv_cache_tokens: int | None  # None: an hf engine (no paged KV cache)
     kv_cache_blocks_count: int | None

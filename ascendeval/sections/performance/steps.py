@@ -8,7 +8,6 @@ Statistics live in `metrics.py`; the HTTP client and arrival process in `loadgen
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ... import device as device_mod
-from ... import loadgen, metrics, records
+from ... import loadgen, metrics, models, records
 from ...context import SectionRun, SectionSkipped
 from ...engines import Engine, Sampling
 from ...token_prompts import TokenPrompts
@@ -47,30 +46,16 @@ def _dtype_bytes(dtype: str) -> int | None:
 
 
 def model_facts(model_dir: str | Path, run_dtype: str) -> dict[str, Any]:
-    """Parameter count and shapes from the checkpoint (safetensors headers + config.json), no load."""
-    d = Path(model_dir)
-    facts: dict[str, Any] = {}
-    cfg_path = d / "config.json"
-    hf: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    hf = hf.get("text_config", hf)
-    layers, hidden = hf.get("num_hidden_layers"), hf.get("hidden_size")
-    heads = hf.get("num_attention_heads")
-    kv_heads = hf.get("num_key_value_heads", heads)
-    head_dim = hf.get("head_dim") or (hidden // heads if hidden and heads else None)
-    facts.update(num_layers=layers, hidden_size=hidden, num_kv_heads=kv_heads, head_dim=head_dim,
-                 vocab_size=hf.get("vocab_size"), checkpoint_dtype=hf.get("torch_dtype") or hf.get("dtype"))
-    n = 0
-    files = sorted(d.glob("*.safetensors"))
-    if files:
-        from safetensors import safe_open
-
-        for f in files:
-            with safe_open(str(f), framework="pt") as h:
-                for k in h.keys():
-                    n += int(np.prod(h.get_slice(k).get_shape()))
-    facts["num_parameters"] = n or None
-    facts["checkpoint_bytes"] = sum(f.stat().st_size for f in files) or None
-    dtype = run_dtype if run_dtype != "auto" else str(facts["checkpoint_dtype"] or "float32")
+    """The model's facts as the card lists them (`models.model_card_facts`: config.json and the
+    safetensors headers, no load), the shapes the roofline needs, and what the run's dtype makes
+    of them: weights and KV cache bytes per token at that dtype."""
+    card = models.model_card_facts(model_dir) if (Path(model_dir) / "config.json").is_file() else {}
+    facts: dict[str, Any] = {k: card.get(k) for k in (
+        "num_layers", "hidden_size", "num_key_value_heads", "head_dim", "vocab_size", "config_dtype", "param_count",
+        "weight_bytes")}
+    layers, kv_heads, head_dim, n = (facts["num_layers"], facts["num_key_value_heads"], facts["head_dim"],
+                                     facts["param_count"])
+    dtype = run_dtype if run_dtype != "auto" else str(facts["config_dtype"] or "float32")
     b = _dtype_bytes(dtype.replace("torch.", ""))
     facts["run_dtype"] = dtype
     facts["weights_bytes"] = n * b if n and b else None
@@ -82,7 +67,7 @@ def plan(run: SectionRun) -> Plan:
     """Apply `reduced` counts when the model is larger than `reduced.above_params`."""
     conf = run.conf
     facts = model_facts(run.model().path, run.cfg.model.dtype)
-    n = facts.get("num_parameters")
+    n = facts.get("param_count")
     r = conf.reduced
     reduced = bool(r.above_params and n and n > r.above_params)
     if reduced:
@@ -470,7 +455,7 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
     if bw_gbps is None and tflops is None:
         raise SectionSkipped("the environment record has no measured bandwidth or matmul throughput")
     f = p.model_facts
-    if not f.get("weights_bytes") or not f.get("num_parameters"):
+    if not f.get("weights_bytes") or not f.get("param_count"):
         raise RuntimeError("parameter count unknown (no safetensors checkpoint found)")
     c = p.conf.split
     row = max(split.rows, key=lambda r: r["batch_size"])  # the largest batch is closest to a roof
@@ -490,7 +475,7 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
         out.update(d)
     if tflops:
         pf = metrics.prefill_flops_utilization(
-            f["num_parameters"], f["num_layers"] or 0, f["hidden_size"] or 0, c.prefill_input_len,
+            f["param_count"], f["num_layers"] or 0, f["hidden_size"] or 0, c.prefill_input_len,
             row["batch_size"], row["prefill_s"], tflops * 1e12)
         u = pf["prefill_flops_utilization"]
         if u is not None and u > 1:
@@ -521,7 +506,7 @@ def memory(run: SectionRun, pe: PerfEngine | None, p: Plan) -> MemoryResult:
     info = pe.info
     v: dict[str, Any] = {
         "weights_bytes": p.model_facts.get("weights_bytes") or info.get("weights_bytes"),
-        "checkpoint_bytes": p.model_facts.get("checkpoint_bytes"),
+        "weight_bytes": p.model_facts.get("weight_bytes"),
         "kv_bytes_per_token": p.model_facts.get("kv_bytes_per_token"),
         "kv_cache_tokens": info.get("kv_cache_tokens"),
         "kv_cache_blocks_count": info.get("kv_cache_blocks"),
