@@ -422,6 +422,11 @@ def process_tree_memory(root: int | None = None) -> dict[str, int]:
     return {"rss_bytes": cur, "peak_rss_bytes": peak}
 
 
+def process_tree_rss_bytes() -> int:
+    """RSS of this process and its children now (the one RSS reading every section uses)."""
+    return process_tree_memory()["rss_bytes"]
+
+
 def _default_tool(args: list[str]) -> tuple[str | None, str | None]:
     from .sections.environment.probe import _run_tool  # noqa: PLC0415 - env imports this module
 

@@ -4,6 +4,9 @@ what is tested is that every item is generated, checked, recorded and summarised
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from ascendeval import context, records
@@ -91,14 +94,20 @@ def test_quality_through_a_served_model(tmp_path, params_factory):
     run = context.open_section("quality", params, tmp_path / "run")
     target = run.step("target", quality.open_target, run)
     assert target is not None, run.steps["target"]
+    url = target.engine.base_url
     try:
-        assert target.server is not None and target.server.base_url.startswith("http://127.0.0.1:")
+        assert url.startswith("http://127.0.0.1:")
+        # started through SectionRun.served: recorded like every engine start, with its log
+        start = [s for s in run.engine_starts if s["engine"] == "server"]
+        assert len(start) == 1 and start[0]["label"] == "target" and start[0]["wall_s"] > 0
+        assert Path(start[0]["log"]).is_file()
         suite = run.step("suites", quality.run_suites, run, target)
         bench = run.step("benchmarks", quality.run_benchmarks, run, target)
         inv = run.step("batch_invariance", quality.batch_invariance, run, target)
     finally:
         quality.close(target)
-    assert not target.server.alive()
+    with pytest.raises(httpx.ConnectError):  # stopped when the target closed
+        httpx.get(f"{url}/v1/models", timeout=5)
     assert len(suite.rows) == 3 and all(isinstance(r["output"], str) for r in suite.rows)
     arc = {r.name: r for r in bench}["arc_easy"]
     assert arc.scores["logprob"]["status"] == "skipped" and "prompt logprobs" in arc.scores["logprob"]["reason"]

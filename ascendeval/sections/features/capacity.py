@@ -17,10 +17,6 @@ def max_concurrency(num_blocks: int, block_size: int, seq_len: int) -> int:
     return num_blocks // math.ceil(seq_len / block_size)
 
 
-def _rss() -> int:
-    return device_mod.process_tree_memory()["rss_bytes"]
-
-
 def capacity(run: SectionRun, main: Main | None) -> Table:
     """KV capacity at each length from the engine's own block count, then the largest batch
     actually run at that length (capped by max_num_seqs and capacity_max_batch), with preemptions
@@ -38,9 +34,9 @@ def capacity(run: SectionRun, main: Main | None) -> Table:
         fit = max_concurrency(blocks, bs, n)
         batch = min(fit, m.info.get("max_num_seqs") or fit, c.capacity_max_batch)
         in_len = max(n - c.capacity_output_len, 1)
-        before = _rss()
+        before = device_mod.process_tree_rss_bytes()
         outs, wall = m.generate([m.tokens.make(in_len) for _ in range(batch)], c.capacity_output_len)
-        after = _rss()
+        after = device_mod.process_tree_rss_bytes()
         timings = [request_timing(o) for o in outs]
         done = sum(1 for o in outs if len(o.outputs[0].token_ids) == c.capacity_output_len)
         rows.append({"seq_len": n, "kv_max_concurrent_seqs": fit, "batch_run": batch, "completed": done,

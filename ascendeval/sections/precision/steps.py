@@ -59,20 +59,10 @@ def load_prompts(conf: Any) -> list[Prompt]:
 
 
 def model_path(cfg: Any) -> str:
-    """Local folder of the model: models.resolve when present, else built-ins / a local path."""
-    try:
-        from ... import models
+    """Local folder of the params' model (models.resolve: built-ins, local paths, ModelScope)."""
+    from ... import models
 
-        return str(models.resolve(cfg.model).path)
-    except ImportError:
-        mid = cfg.model.id
-        if mid.startswith("builtin:"):
-            from ... import builtin_models
-
-            return str(builtin_models.ensure(mid.split(":", 1)[1]))
-        if Path(mid).is_dir():
-            return mid
-        raise
+    return str(models.resolve(cfg.model).path)
 
 
 def _hf_engine(path: str, device: str, dtype: str, trust_remote_code: bool) -> Any:
@@ -148,19 +138,11 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
 
 
 def open_target(cfg: Any, path: str | None = None) -> Any:
-    """The engine under test, as params describe it (engine, device, model dtype)."""
-    path = path or model_path(cfg)
-    try:
-        from ... import engines
+    """The engine under test, as params describe it (engine, device, model dtype), outside a section
+    run (the benchmarks and device check; the notebook opens it with `run.engine("target")`)."""
+    from ... import engines
 
-        create = getattr(engines, "create", None)
-    except ImportError:
-        create = None
-    if create is not None:
-        return create(cfg, path)
-    if cfg.target.engine != "hf":
-        raise RuntimeError(f"engine {cfg.target.engine!r} needs ascendeval.engines.create, which is not available")
-    return _hf_engine(path, cfg.target.device, cfg.model.dtype, cfg.model.trust_remote_code)
+    return engines.create(cfg, path or model_path(cfg))
 
 
 def _has_logits(target: Any) -> bool:

@@ -16,6 +16,7 @@ Measurement choices (why):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -67,21 +68,6 @@ def load_suite(name: str) -> list[dict[str, Any]]:
     return items
 
 
-def resolve_model_path(cfg: Any) -> Path | None:
-    """Model directory for hf/vllm engines (None for an external openai server)."""
-    try:
-        from ... import models  # the lead's resolver, when present
-
-        return Path(models.resolve(cfg.model).path)
-    except ImportError:
-        mid = cfg.model.id
-        if mid.startswith("builtin:"):
-            from ... import builtin_models
-
-            return builtin_models.ensure(mid.split(":", 1)[1])
-        return Path(mid)
-
-
 def chat_mode(cfg: Any, conf: Any, engine: Any) -> str:
     """'chat' or 'base': params first (section, then model), else detect the chat template."""
     mode = conf.chat or cfg.model.chat
@@ -98,32 +84,28 @@ class Target:
     engine: Any
     mode: str  # chat | base
     name: str  # engine name (vllm / hf / openai)
-    server: Any = None
+    # what keeps a served target up (SectionRun.served): left when the target closes
+    serving: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
         try:
             self.engine.close()
         finally:
-            if self.server is not None:
-                self.server.stop()
+            self.serving.close()
 
 
 def open_target(run: Any) -> Target:
     """The engine under test, from the params' target (openai: the configured or a started server)."""
     cfg = run.cfg
-    server = None
+    serving = contextlib.ExitStack()
     if cfg.target.engine == "openai":
-        url = cfg.server.url
-        if not url:
-            from ... import server as server_mod
-
-            # no external URL: serve the model here (vLLM/SGLang on 127.0.0.1), stopped in close()
-            server = server_mod.for_config(cfg, resolve_model_path(cfg), run.run_dir / "logs").start()
-            url = server.base_url
+        # the params' URL, else the run's shared server, else one served here (vLLM/SGLang on
+        # 127.0.0.1, stopped in close()); its start is recorded like every engine start
+        url = serving.enter_context(run.served("target"))
         eng = run.engine("target", base_url=url)
     else:
         eng = run.engine("target")
-    target = Target(engine=eng, mode=chat_mode(cfg, run.conf, eng), name=cfg.target.engine, server=server)
+    target = Target(engine=eng, mode=chat_mode(cfg, run.conf, eng), name=cfg.target.engine, serving=serving)
     run.add("target", {"engine": target.name, "prompt_mode": target.mode})
     return target
 
@@ -189,8 +171,11 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
         raise _skipped("reference disabled in params (sections.quality.reference: false)")
     if suite is None:
         raise _skipped("the suites did not run on the target (see step 'suites')")
-    mpath = resolve_model_path(run.cfg)
-    if mpath is None or not Path(mpath).exists():
+    try:
+        mpath = run.model().path
+    except Exception as exc:  # noqa: BLE001 - e.g. a model only an external server holds
+        raise _skipped(f"no local weights for the reference engine ({type(exc).__name__}: {exc})") from exc
+    if not Path(mpath).exists():
         raise _skipped("no local weights for the reference engine (model served externally)")
     ref = run.engine("reference", engine=conf.reference_engine, device=conf.reference_device,
                      dtype=conf.reference_dtype)

@@ -32,11 +32,6 @@ DEFAULT_PROMPTS: list[tuple[str, str]] = [
 ]
 
 
-def process_tree_rss_bytes() -> int:
-    """RSS of this process and its children (vLLM's engine core runs in a child process)."""
-    return device_mod.process_tree_memory()["rss_bytes"]
-
-
 def _prompts(run: SectionRun) -> list[tuple[str, str]]:
     conf = run.conf
     return [("custom", p) for p in conf.prompts] if conf.prompts else DEFAULT_PROMPTS
@@ -101,7 +96,7 @@ def dummy_gate(run: SectionRun) -> GateResult:
     eng = run.engine("dummy_gate", load_format="dummy")
     try:
         gens = eng.generate([p for _, p in DEFAULT_PROMPTS[:2]], Sampling(max_tokens=8, ignore_eos=True))
-        rss = process_tree_rss_bytes()
+        rss = device_mod.process_tree_rss_bytes()
         res = GateResult("dummy", eng.info().get("load_s", 0.0), rss, [g.text for g in gens],
                          [g.num_output_tokens for g in gens])
     finally:
@@ -123,11 +118,11 @@ class Loaded:
 
 def load(run: SectionRun) -> Loaded:
     """The real-weights gate: load the target engine and keep it for the next steps."""
-    before = process_tree_rss_bytes()
+    before = device_mod.process_tree_rss_bytes()
     eng = run.engine("real")
     info = eng.info()
     gens = eng.generate([DEFAULT_PROMPTS[0][1]], Sampling(max_tokens=8))
-    rss = process_tree_rss_bytes()
+    rss = device_mod.process_tree_rss_bytes()
     if not gens or gens[0].num_output_tokens == 0:
         raise RuntimeError("the loaded model produced no tokens")
     gate = GateResult("real", info.get("load_s", 0.0), rss, [g.text for g in gens],
