@@ -24,7 +24,7 @@ def test_index_compares_runs(tmp_path):
     out = tmp_path / "outputs"
     _save(out, "qwen2-0.5b", "r-npu", "npu",
           smoke=("ok", {"load": {"load_s": 12.9}}),
-          precision=("ok", {"teacher_forced": {"top1_agreement": 0.8, "mean_cosine": 0.9994},
+          precision=("ok", {"teacher_forced": {"scope": "full_vocab", "top1_agreement": 0.8, "mean_cosine": 0.9994},
                             "verdict": {"passed": False, "checks": []}}))
     _save(out, "tiny", "r-cpu", "cpu", smoke=("ok", {"load": {"load_s": 3.5}}),
           performance=("skipped", {}))

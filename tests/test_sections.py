@@ -28,7 +28,7 @@ def test_what_each_section_names_exists(sec):
     assert sec.config.__module__ == f"ascendeval.sections.{sec.name}.config"
     for key, path in sec.index_metrics:
         assert catalog.get(key) is not None, key
-        assert path.startswith("metrics.") and path.endswith(key)
+        assert path.endswith(key)  # an attribute path of its metrics model, checked at registration
 
 
 def test_every_module_reads_the_registry():
@@ -44,10 +44,11 @@ NEW_SECTION = {
 from ..base import Section
 from . import card
 from .config import ThroughputProbeConfig
+from .metrics import ProbeMetrics
 
 SECTION = Section("throughput_probe", "05b_throughput_probe", "sec_features", config=ThroughputProbeConfig,
                   card=card.render, verdict=card.verdict,
-                  index_metrics=(("output_tok_per_s", "metrics.probe.output_tok_per_s"),))
+                  metrics=ProbeMetrics, index_metrics=(("output_tok_per_s", "probe.output_tok_per_s"),))
 ''',
     "config.py": '''
 from pydantic import Field
@@ -57,12 +58,21 @@ class ThroughputProbeConfig(Strict):
     enabled: bool = True
     requests: int = Field(4, gt=0)
 ''',
+    "metrics.py": '''
+from ...schema import MetricsModel, SectionMetrics
+
+class Probe(MetricsModel):
+    output_tok_per_s: float | None
+
+class ProbeMetrics(SectionMetrics):
+    probe: Probe | None = None
+''',
     "card.py": '''
 def render(b):
     b.add("## Throughput probe", "probe part rendered")
 
 def verdict(m, lang):
-    return ("pass", "probe verdict note") if m["probe"]["output_tok_per_s"] > 0 else ("fail", "")
+    return ("pass", "probe verdict note") if m.probe.output_tok_per_s > 0 else ("fail", "")
 ''',
 }
 
@@ -109,3 +119,19 @@ print(json.dumps({{"names": list(sections.NAMES), "requests": cfg.sections.throu
 def test_unknown_section_is_one_clear_error():
     with pytest.raises(KeyError, match="unknown section 'benchmark'; allowed: environment, smoke"):
         sections.get("benchmark")
+
+
+def test_index_paths_are_checked_against_the_metrics_model():
+    from ascendeval.sections.base import Section
+    from ascendeval.sections.smoke.config import SmokeConfig
+    from ascendeval.sections.smoke.metrics import SmokeMetrics
+
+    with pytest.raises(AttributeError, match="SmokeMetrics has no attribute path 'load.lod_s'"):
+        Section("x", "99_x", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics,
+                index_metrics=(("load_s", "load.lod_s"),))
+    # a union member without the figure (vLLM's returned-logprobs scope) reads as not measured
+    precision = sections.get("precision")
+    m = precision.metrics.model_validate({"teacher_forced": {"scope": "target_returned", "top1_agreement": 0.5}})
+    assert precision.read(m, "teacher_forced.mean_cosine") is None
+    assert precision.read(m, "teacher_forced.top1_agreement") == 0.5
+    assert precision.read(precision.metrics.model_validate({}), "teacher_forced.top1_agreement") is None

@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .. import records
 
 # the registry is read at call time only: the section packages import these report modules
@@ -40,7 +42,10 @@ def index_rows(outputs: str | Path, lang: str = "en") -> list[dict[str, Any]]:
             v = section_verdict(d, s, lang)
             row[f"v_{s}"] = v.state
         for key, section, path in sections_mod.index_metrics():
-            row[key] = get(d.rec(section), path)
+            try:
+                row[key] = sections_mod.get(section).read(d.metrics(section), path)
+            except ValidationError:  # a record that does not fit: its verdict says so
+                row[key] = None
         rows.append(row)
     rows.sort(key=lambda r: (r["model"] or "", r["run_id"]), reverse=False)
     return rows

@@ -31,6 +31,16 @@ class RunData:
     def rec(self, section: str) -> dict[str, Any] | None:
         return self.records.get(section)
 
+    def metrics(self, section: str) -> Any:
+        """The section's metrics as its registered model (attribute access, types checked), or
+        None when there is no record. A record that does not fit raises pydantic's ValidationError
+        (`ascendeval verify` names the key)."""
+        rec = self.records.get(section)
+        if rec is None:
+            return None
+        model = sections_mod.get(section).metrics
+        return model.model_validate(rec.get("metrics") or {}) if model is not None else None
+
     def any_record(self) -> dict[str, Any]:
         for s in sections_mod.NAMES:
             if s in self.records:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from .. import (
     sections as sections_mod,  # call-time use only: the section cards import this module
 )
@@ -35,11 +37,20 @@ def section_verdict(data: RunData, section: str, lang: str = "en") -> Verdict:
         return Verdict(section, "fail", reason)
     rule = sections_mod.get(section).verdict if section in sections_mod.NAMES else None
     if rule is not None:
-        state, note = rule(m, lang)
+        try:
+            typed = data.metrics(section)
+        except ValidationError as exc:  # hand-edited or from another version: verify names the keys
+            return Verdict(section, "fail", L(lang, "record_misfit", problem=_first_problem(exc)))
+        state, note = rule(typed, lang)
         return Verdict(section, state, note)
     # no rule of its own: a recorded pass/fail decides, else the figures are information
     passed = m.get("verdict", {}).get("passed") if isinstance(m.get("verdict"), dict) else m.get("passed")
     return Verdict(section, {True: "pass", False: "fail"}.get(passed, "info"), "")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"metrics.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
 
 
 def not_measured(data: RunData, lang: str = "en") -> list[dict[str, str]]:

@@ -38,5 +38,6 @@ def get(name: str) -> Section:
 
 
 def index_metrics() -> list[tuple[str, str, str]]:
-    """(metric key, section, dotted path) of every index column, in section order."""
+    """(metric key, section, attribute path in its metrics model) of every index column, in
+    section order."""
     return [(key, s.name, path) for s in SECTIONS for key, path in s.index_metrics]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...report.builder import CardBuilder
 from ...report.cells import fmt, get, md_table
 from ...report.rundata import RunData
 from ...report.text import L, metric_label
+from .metrics import EnvironmentMetrics
 
 
 def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
@@ -69,6 +68,6 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: dict[str, Any], lang: str) -> tuple[str, str]:
+def verdict(m: EnvironmentMetrics, lang: str) -> tuple[str, str]:
     """The probes ran: the environment is described, nothing is judged against a threshold."""
     return "pass", ""

@@ -10,7 +10,7 @@ SECTION = Section(
     "performance", "02_performance", "sec_performance", config=PerformanceConfig, metrics=PerformanceMetrics, card=card.render, verify=verify.rule,
     uses_shared_server=lambda cfg: (cfg.sections.performance.serving.enabled
                                     and not cfg.sections.performance.serving.url),
-    index_metrics=(("output_tok_per_s", "metrics.serving_main.output_tok_per_s"),
-                   ("p99_ttft_ms", "metrics.serving_main.p99_ttft_ms"),
-                   ("generation_tok_per_s", "metrics.latency.generation_tok_per_s")),
+    index_metrics=(("output_tok_per_s", "serving_main.output_tok_per_s"),
+                   ("p99_ttft_ms", "serving_main.p99_ttft_ms"),
+                   ("generation_tok_per_s", "latency.generation_tok_per_s")),
 )

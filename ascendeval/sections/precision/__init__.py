@@ -8,6 +8,6 @@ from .metrics import PrecisionMetrics
 
 SECTION = Section(
     "precision", "03_precision", "sec_precision", config=PrecisionConfig, metrics=PrecisionMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
-    index_metrics=(("top1_agreement", "metrics.teacher_forced.top1_agreement"),
-                   ("mean_cosine", "metrics.teacher_forced.mean_cosine")),
+    index_metrics=(("top1_agreement", "teacher_forced.top1_agreement"),
+                   ("mean_cosine", "teacher_forced.mean_cosine")),
 )

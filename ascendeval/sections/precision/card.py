@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...report.builder import CardBuilder, is_scalar, plots_of
 from ...report.cells import fmt, get, md_table
 from ...report.text import L, metric_label, verdict_label
+from .metrics import PrecisionMetrics
 
 
 def render(b: CardBuilder) -> None:
@@ -38,12 +37,11 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: dict[str, Any], lang: str) -> tuple[str, str]:
+def verdict(m: PrecisionMetrics, lang: str) -> tuple[str, str]:
     """The thresholds' verdict recorded by the section; the failing checks are the note."""
-    passed = get(m, "verdict.passed")
+    passed = m.verdict.passed if m.verdict else None
     if passed is True:
         return "pass", ""
     if passed is False:
-        failed = [c.get("metric") for c in get(m, "verdict.checks", []) or [] if c.get("passed") is False]
-        return "fail", ", ".join(metric_label(str(c), lang) for c in failed)
+        return "fail", ", ".join(metric_label(c.metric, lang) for c in m.verdict.checks if c.passed is False)
     return "info", ""

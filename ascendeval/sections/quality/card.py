@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...report.builder import CardBuilder, plots_of
 from ...report.cells import fmt, get, md_table
 from ...report.text import L, metric_label, verdict_label
+from .metrics import QualityMetrics
 
 
 def render(b: CardBuilder) -> None:
@@ -50,14 +49,14 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: dict[str, Any], lang: str) -> tuple[str, str]:
+def verdict(m: QualityMetrics, lang: str) -> tuple[str, str]:
     """Baselines decide (any miss fails); without baselines the pass rate is information."""
-    bl = [b for b in m.get("baselines") or [] if isinstance(b, dict)]
-    if any(b.get("passed") is False for b in bl):
-        return "fail", ", ".join(b.get("metric", "?") for b in bl if b.get("passed") is False)
-    if bl and all(b.get("passed") is True for b in bl):
+    bl = m.baselines or []
+    if any(b.passed is False for b in bl):
+        return "fail", ", ".join(b.metric for b in bl if b.passed is False)
+    if bl and all(b.passed is True for b in bl):
         return "pass", ""
-    rate = get(m, "suites.overall_pass_rate")
+    rate = m.suites.overall_pass_rate if m.suites else None
     if rate is None:
         return "info", ""
     return "info", f"{metric_label('overall_pass_rate', lang)} = {fmt(rate, 'overall_pass_rate', lang)}"

@@ -9,5 +9,5 @@ from .metrics import SmokeMetrics
 SECTION = Section(
     "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
     uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
-    index_metrics=(("load_s", "metrics.load.load_s"),),
+    index_metrics=(("load_s", "load.load_s"),),
 )

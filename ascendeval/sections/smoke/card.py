@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...report.builder import CardBuilder
 from ...report.cells import fmt, get, md_table
 from ...report.text import L, metric_label
+from .metrics import SmokeMetrics
 
 
 def render(b: CardBuilder) -> None:
@@ -48,10 +47,10 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: dict[str, Any], lang: str) -> tuple[str, str]:
+def verdict(m: SmokeMetrics, lang: str) -> tuple[str, str]:
     """Pass unless greedy repeats differ or a prompt produced no text."""
-    rate = get(m, "determinism.identical_rate")
-    empty = get(m, "prompts.empty_outputs") or 0
+    rate = m.determinism.identical_rate if m.determinism else None
+    empty = (m.prompts.empty_outputs if m.prompts else None) or 0
     if rate is not None and rate < 1:
         return "warn", f"{metric_label('identical_rate', lang)} = {fmt(rate, 'identical_rate', lang)}"
     if empty:

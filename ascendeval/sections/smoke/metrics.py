@@ -8,7 +8,13 @@ context.SectionRun. A step that was skipped or failed writes no block, so every 
 
 from __future__ import annotations
 
-from ascendeval.schema import EngineInfo, EngineStart, MetricsModel, ModelFacts, SectionMetrics
+from ascendeval.schema import (
+    EngineInfo,
+    EngineStart,
+    MetricsModel,
+    ModelFacts,
+    SectionMetrics,
+)
 
 
 class DummyGate(MetricsModel):
