@@ -21,15 +21,15 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="default: a temporary directory")
     args = ap.parse_args()
     import ascendeval
-    from ascendeval.sections.features import steps as features
+    from ascendeval.sections.features import capacity, common, long_context, pd_split, prefix_cache, speculative
 
     only = set(args.only.split(","))
     run = ascendeval.open_section("features", args.params, args.run_dir or tempfile.mkdtemp(prefix="bench-features-"))
-    main_eng = run.step("main_engine", features.start_main, run)
-    plan = [("prefix", "prefix_caching", features.prefix_caching), ("spec", "speculative", features.speculative),
-            ("split", "pd_split", features.prefill_decode_split),
-            ("disagg", "disaggregated_prefill", features.disaggregated_prefill),
-            ("long", "long_context", features.long_context), ("capacity", "capacity", features.capacity)]
+    main_eng = run.step("main_engine", common.start_main, run)
+    plan = [("prefix", "prefix_caching", prefix_cache.prefix_caching), ("spec", "speculative", speculative.speculative),
+            ("split", "pd_split", pd_split.prefill_decode_split),
+            ("disagg", "disaggregated_prefill", pd_split.disaggregated_prefill),
+            ("long", "long_context", long_context.long_context), ("capacity", "capacity", capacity.capacity)]
     try:
         for key, name, fn in plan:
             if key not in only:
@@ -42,7 +42,7 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in run.metrics.get(name, {}).items()
                                   if not isinstance(v, (list, dict))}, indent=1, default=str))
     finally:
-        features.close(main_eng)
+        common.close(main_eng)
     print(f"\nengine starts: {[(s['label'], round(s['wall_s'], 1)) for s in run.engine_starts]}")
     print(f"record: {run.run_dir}/records/features.json")
     run.finish()

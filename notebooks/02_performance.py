@@ -49,7 +49,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval.sections.performance import steps as perf
+from ascendeval.sections.performance import offline, roofline, serving, setup
 
 run = ascendeval.open_section("performance", params_file, run_dir)
 print(f"run directory: {run.run_dir}")
@@ -59,70 +59,70 @@ print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.dev
 # ## Plan: effective counts and model facts
 
 # %%
-plan = run.step("plan", perf.plan, run)
+plan = run.step("plan", setup.plan, run)
 run.show("plan", plan)
 
 # %% [markdown]
 # ## Engine (prefix caching off for offline measurements)
 
 # %%
-pe = run.step("engine", perf.open_engine, run)
+pe = run.step("engine", setup.open_engine, run)
 run.show("engine", pe)
 
 # %% [markdown]
 # ## Offline latency
 
 # %%
-lat = run.step("latency", perf.latency, run, pe, plan)
+lat = run.step("latency", offline.latency, run, pe, plan)
 run.show("latency", lat)
 
 # %% [markdown]
 # ## Offline throughput: harness vs bare `LLM.generate`
 
 # %%
-thr = run.step("throughput", perf.throughput, run, pe, plan)
+thr = run.step("throughput", offline.throughput, run, pe, plan)
 run.show("throughput", thr)
 
 # %% [markdown]
 # ## Prefill and decode speed per batch size
 
 # %%
-split = run.step("prefill_decode", perf.prefill_decode, run, pe, plan)
+split = run.step("prefill_decode", offline.prefill_decode, run, pe, plan)
 run.show("prefill_decode", split)
 
 # %% [markdown]
 # ## Memory
 
 # %%
-mem = run.step("memory", perf.memory, run, pe, plan)
+mem = run.step("memory", offline.memory, run, pe, plan)
 run.show("memory", mem)
 
 # %% [markdown]
 # ## Graph vs eager (start-up included)
 
 # %%
-graph = run.step("graph_vs_eager", perf.graph_vs_eager, run, pe, plan, lat, thr)
+graph = run.step("graph_vs_eager", offline.graph_vs_eager, run, pe, plan, lat, thr)
 run.show("graph_vs_eager", graph)
 
 # %%
-run.step("close_engine", perf.close_engine, pe)
+run.step("close_engine", setup.close_engine, pe)
 
 # %% [markdown]
 # ## Roofline
 
 # %%
-roof = run.step("roofline", perf.roofline, run, plan, split)
+roof = run.step("roofline", roofline.roofline, run, plan, split)
 run.show("roofline", roof)
 
 # %% [markdown]
 # ## Serving benchmark and sweeps
 
 # %%
-serving = run.step("serving", perf.serving, run, plan)
+serving = run.step("serving", serving.serving, run, plan)
 run.show("serving", serving)
 
 # %%
-run.step("serving_plots", perf.show_plots, serving)
+run.step("serving_plots", serving.show_plots, serving)
 
 # %% [markdown]
 # Read TTFT against the request rate: flat TTFT means the server keeps up; a knee marks where

@@ -45,7 +45,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval.sections.features import steps as features
+from ascendeval.sections.features import capacity, common, long_context, op_scan, pd_split, prefix_cache, speculative
 
 run = ascendeval.open_section("features", params_file, run_dir)
 print(f"run directory: {run.run_dir}")
@@ -55,14 +55,14 @@ print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.dev
 # ## Main engine (prefix caching on)
 
 # %%
-main = run.step("main_engine", features.start_main, run)
+main = run.step("main_engine", common.start_main, run)
 run.show("main_engine", main)
 
 # %% [markdown]
 # ## Prefix caching: shared vs distinct prefixes
 
 # %%
-prefix = run.step("prefix_caching", features.prefix_caching, run, main)
+prefix = run.step("prefix_caching", prefix_cache.prefix_caching, run, main)
 run.show("prefix_caching", prefix)
 
 # %% [markdown]
@@ -73,21 +73,21 @@ run.show("prefix_caching", prefix)
 # ## Prefill / decode split per request
 
 # %%
-split = run.step("pd_split", features.prefill_decode_split, run, main)
+split = run.step("pd_split", pd_split.prefill_decode_split, run, main)
 run.show("pd_split", split)
 
 # %% [markdown]
 # ## Long context (chunked prefill on)
 
 # %%
-longctx = run.step("long_context", features.long_context, run, main)
+longctx = run.step("long_context", long_context.long_context, run, main)
 run.show("long_context", longctx)
 
 # %% [markdown]
 # ## Capacity
 
 # %%
-cap = run.step("capacity", features.capacity, run, main)
+cap = run.step("capacity", capacity.capacity, run, main)
 run.show("capacity", cap)
 
 # %% [markdown]
@@ -96,33 +96,33 @@ run.show("capacity", cap)
 # one vLLM engine at a time, as on a device whose memory one engine claims.
 
 # %%
-spec_base = run.step("speculative_baseline", features.speculative_baseline, run, main)
-disagg_ref = run.step("disaggregated_reference", features.disagg_reference, run, main)
-run.step("close_main_engine", features.close, main)
+spec_base = run.step("speculative_baseline", speculative.speculative_baseline, run, main)
+disagg_ref = run.step("disaggregated_reference", pd_split.disagg_reference, run, main)
+run.step("close_main_engine", common.close, main)
 
 # %% [markdown]
 # ## Prefix caching off (same shared-prefix arm)
 
 # %%
-prefix_off = run.step("prefix_caching_off", features.prefix_caching_off, run, main, prefix)
+prefix_off = run.step("prefix_caching_off", prefix_cache.prefix_caching_off, run, main, prefix)
 run.show("prefix_caching_off", prefix_off)
 
 # %% [markdown]
 # ## Disaggregated prefill through a KV connector
 
 # %%
-disagg = run.step("disaggregated_prefill", features.disaggregated_prefill, run, disagg_ref)
+disagg = run.step("disaggregated_prefill", pd_split.disaggregated_prefill, run, disagg_ref)
 run.show("disaggregated_prefill", disagg)
 
 # %% [markdown]
 # ## Long context with chunked prefill off
 
 # %%
-chunked_off = run.step("chunked_prefill_off", features.chunked_prefill_off, run, main, longctx)
+chunked_off = run.step("chunked_prefill_off", long_context.chunked_prefill_off, run, main, longctx)
 run.show("chunked_prefill_off", chunked_off)
 
 # %%
-plot = run.step("long_context_plot", features.long_context_plot, run, longctx, chunked_off)
+plot = run.step("long_context_plot", long_context.long_context_plot, run, longctx, chunked_off)
 run.show("long_context_plot", plot)
 
 # %% [markdown]
@@ -140,28 +140,28 @@ run.show("long_context_plot", plot)
 # registered a second time and fail with `'_lib_fn_wrapper' object has no attribute 'get'`).
 
 # %%
-spec = run.step("speculative", features.speculative, run, spec_base)
+spec = run.step("speculative", speculative.speculative, run, spec_base)
 run.show("speculative", spec)
 
 # %% [markdown]
 # ## Speculative decoding through the OpenAI API
 
 # %%
-spec_served = run.step("speculative_served", features.speculative_served, run)
+spec_served = run.step("speculative_served", speculative.speculative_served, run)
 run.show("speculative_served", spec_served)
 
 # %% [markdown]
 # ## Operator compatibility scan
 
 # %%
-ops = run.step("opscan", features.opscan, run)
+ops = run.step("opscan", op_scan.opscan, run)
 run.show("opscan", ops)
 
 # %% [markdown]
 # ## Feature status
 
 # %%
-features.steps_table(run)
+common.steps_table(run)
 
 # %% [markdown]
 # A feature's speed-up is meaningful only on the hardware it was measured on: on a small CPU the

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from ascendeval import config, device, server
-from ascendeval.sections.performance import steps as perf
+from ascendeval.sections.performance import offline
 from ascendeval.engines import Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def _memory_step(kind: str):
     run.needs = lambda step, value: value  # the engine step produced `pe`
     pe = SimpleNamespace(info={"kv_cache_tokens": 1000}, max_model_len=4096)
     plan = SimpleNamespace(model_facts={"weights_bytes": 10})
-    return perf.memory(run, pe, plan).values
+    return offline.memory(run, pe, plan).values
 
 
 def test_memory_step_reads_the_engine_processes_and_never_touches_the_npu(torch_npu_standin, monkeypatch):

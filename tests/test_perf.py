@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ascendeval.sections.performance import steps as perf
+from ascendeval.sections.performance import offline, roofline, serving, setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,19 +19,19 @@ class _Tok:
 
 
 def test_token_prompts_exact_length_no_special_tokens():
-    ps = perf.token_prompts(_Tok(), 4, 33, seed=1)
+    ps = setup.token_prompts(_Tok(), 4, 33, seed=1)
     assert len(ps) == 4 and all(len(p) == 33 for p in ps)
     assert all(3 <= t < 50 for p in ps for t in p)
-    assert ps == perf.token_prompts(_Tok(), 4, 33, seed=1)  # seeded
+    assert ps == setup.token_prompts(_Tok(), 4, 33, seed=1)  # seeded
     with pytest.raises(ValueError, match="number of prompts must be >= 1"):
-        perf.token_prompts(_Tok(), 0, 8, seed=0)
+        setup.token_prompts(_Tok(), 0, 8, seed=0)
 
 
 def test_output_len_above_max_model_len_is_one_clear_error():
-    pe = perf.PerfEngine(engine=None, info={}, max_model_len=64)  # type: ignore[arg-type]
+    pe = setup.PerfEngine(engine=None, info={}, max_model_len=64)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"performance.latency: input 32 \+ output 64 tokens = 96 exceeds max_model_len 64"):
-        perf._check_len(pe, "latency", 32, 64)
-    perf._check_len(pe, "latency", 32, 32)  # fits
+        setup._check_len(pe, "latency", 32, 64)
+    setup._check_len(pe, "latency", 32, 32)  # fits
 
 
 def test_model_facts_from_a_real_checkpoint(tmp_path):
@@ -42,11 +42,11 @@ def test_model_facts_from_a_real_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 8,
                                                        "num_attention_heads": 2, "num_key_value_heads": 1,
                                                        "torch_dtype": "float32", "vocab_size": 10}))
-    f = perf.model_facts(tmp_path, "bfloat16")
+    f = setup.model_facts(tmp_path, "bfloat16")
     assert f["param_count"] == 205 and f["num_key_value_heads"] == 1  # models.model_card_facts keys
     assert f["weights_bytes"] == 410  # bf16 at run time, whatever the checkpoint holds
     assert f["head_dim"] == 4 and f["kv_bytes_per_token"] == 2 * 2 * 1 * 4 * 2
-    assert perf.model_facts(tmp_path, "auto")["weights_bytes"] == 820
+    assert setup.model_facts(tmp_path, "auto")["weights_bytes"] == 820
 
 
 def _params(tmp_path: Path, engine: str) -> Path:
@@ -124,8 +124,8 @@ def _serving_record(tmp_path: Path, params: Path):
 
     run = context.open_section("performance", params, tmp_path / "run")
     run._env_summary = {}  # the environment probe is not what these tests are about
-    plan = run.step("plan", perf.plan, run)
-    result = run.step("serving", perf.serving, run, plan)
+    plan = run.step("plan", setup.plan, run)
+    result = run.step("serving", serving.serving, run, plan)
     rec = run.finish()
     rows_path = tmp_path / "run" / "records" / "performance.requests.jsonl"
     rows = [json.loads(x) for x in rows_path.read_text().splitlines()] if rows_path.exists() else []
@@ -187,10 +187,10 @@ def test_roofline_reads_the_environment_records_roofline_block(tmp_path):
         metrics={"bandwidth": {"copy_bandwidth_gbps": 9.0},
                  "roofline": {"read_bandwidth_gbps": 20.0, "copy_bandwidth_gbps": 12.0,
                               "matmul_fp32_tflops": 0.5, "matmul_bf16_tflops": None}}))
-    plan = run.step("plan", perf.plan, run)
-    split = perf.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0},
+    plan = run.step("plan", setup.plan, run)
+    split = offline.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0},
                               {"batch_size": 4, "prefill_s": 1.0, "decode_tok_per_s": 200.0}])
-    roof = run.step("roofline", perf.roofline, run, plan, split)
+    roof = run.step("roofline", roofline.roofline, run, plan, split)
     v = roof.values
     assert v["bandwidth_key"] == "read_bandwidth_gbps" and v["measured_bandwidth_gbps"] == 20.0
     assert v["matmul_dtype_key"] == "matmul_fp32_tflops" and v["measured_matmul_tflops"] == 0.5
@@ -210,9 +210,9 @@ def test_roofline_above_the_probe_is_not_a_utilisation(tmp_path):
     # as measured here on an AVX2-only CPU: the plain-torch probe is far below the engine's kernels
     records.save(run.run_dir, records.Record(section="environment", status="ok", run_id=run.run_id, model={}, target={},
                                              metrics={"roofline": {"read_bandwidth_gbps": 1e-6, "matmul_bf16_tflops": 1e-9}}))
-    plan = run.step("plan", perf.plan, run)
-    roof = run.step("roofline", perf.roofline, run, plan,
-                    perf.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0}]))
+    plan = run.step("plan", setup.plan, run)
+    roof = run.step("roofline", roofline.roofline, run, plan,
+                    offline.SplitResult([{"batch_size": 1, "prefill_s": 0.5, "decode_tok_per_s": 100.0}]))
     v = roof.values
     assert v["prefill_flops_utilization"] is None and "does not bound" in v["prefill_flops_note"]
     assert v["decode_bandwidth_utilization"] is None and "fits in cache" in v["decode_bandwidth_note"]
@@ -223,18 +223,18 @@ def test_steps_that_need_a_skipped_engine_are_skipped_not_failed(tmp_path):
     """A served-only target has no offline engine: the offline steps do not apply (skipped, with
     the reason), they are not failures."""
     import ascendeval
-    from ascendeval.sections.performance import steps as perf
+    from ascendeval.sections.performance import offline, roofline, setup
 
     params = tmp_path / "served.yaml"
     params.write_text("model: {id: 'builtin:tiny-qwen2-untrained', name: served}\n"
                       "target: {engine: openai}\nserver: {kind: external, url: 'http://127.0.0.1:9'}\n")
     run = ascendeval.open_section("performance", str(params), str(tmp_path / "run"))
-    plan = run.step("plan", perf.plan, run)
-    pe = run.step("engine", perf.open_engine, run)
-    for name, fn in (("latency", perf.latency), ("throughput", perf.throughput),
-                     ("prefill_decode", perf.prefill_decode), ("memory", perf.memory)):
+    plan = run.step("plan", setup.plan, run)
+    pe = run.step("engine", setup.open_engine, run)
+    for name, fn in (("latency", offline.latency), ("throughput", offline.throughput),
+                     ("prefill_decode", offline.prefill_decode), ("memory", offline.memory)):
         run.step(name, fn, run, pe, plan)
-    run.step("roofline", perf.roofline, run, plan, None)
+    run.step("roofline", roofline.roofline, run, plan, None)
     assert run.step_status("engine") == "skipped"
     for name in ("latency", "throughput", "prefill_decode", "memory"):
         assert run.steps[name]["status"] == "skipped", (name, run.steps[name])

@@ -1,5 +1,14 @@
-"""Performance: offline latency / throughput / prefill-decode / memory / graph vs eager on one
-engine, the roofline, and the serving benchmark against an HTTP server (notebook 02_performance)."""
+"""Performance (notebook 02_performance), one module per concern:
+
+* `setup`: the plan (model facts, reduced counts for large models) and the shared offline engine;
+* `offline`: latency, throughput, prefill / decode split, memory, graph vs eager on that engine;
+* `roofline`: the measured prefill / decode rates against the environment's probes;
+* `serving`: the serving benchmark against an HTTP server, its sweeps and plots.
+
+Every step stores its metrics with `run.add` (keys declared in the metric catalog; None = not
+measured) and returns a result with `.table()` for display. Statistics live in `metrics.py`; the
+HTTP client and arrival process in `loadgen.py`.
+"""
 
 from ..base import Section
 from . import card, verify
