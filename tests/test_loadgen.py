@@ -66,7 +66,9 @@ def test_missing_usage_is_recorded(sim):
     m = run.metrics()
     assert m["completed_count"] == 4 and m["usage_missing_count"] == 4
     assert m["output_tok_per_s"] is None and m["median_tpot_ms"] is None
-    assert m["median_itl_ms"] == pytest.approx(10.0, abs=1.5)
+    # chunk timing is still measured: the simulator spaces chunks 10 ms apart (a loaded machine adds,
+    # never removes, time)
+    assert 9.5 <= m["median_itl_ms"] < 50.0
     assert not any(r["usage_reported"] for r in run.rows())
 
 

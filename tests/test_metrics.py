@@ -94,11 +94,20 @@ def test_usage_missing_means_not_measured_not_zero():
 
 
 def test_peak_output_throughput_buckets():
-    # 10 chunks in second 0 (request 0), 15 in second 1 (request 1, sent at 0.5 s, first chunk at 1.1 s)
-    rs = [req(0, 0.1, [0.05] * 9, 10, start=0.0), req(1, 0.6, [0.02] * 14, 15, start=0.5)]
+    # 10 chunks in second 0 (request 0), 15 in second 1 (request 1, sent at 0.5 s, first chunk at 1.1 s),
+    # 3 in second 2 (request 2, a slow one that keeps the run going past 2 s)
+    rs = [req(0, 0.1, [0.05] * 9, 10, start=0.0), req(1, 0.6, [0.02] * 14, 15, start=0.5),
+          req(2, 0.05, [2.0, 0.1], 3, start=0.0)]
     p = M.peak_output_throughput(rs)
     assert p["peak_output_tok_per_s"] == 15.0
-    assert p["peak_concurrent_requests_count"] == 2  # both in flight during second 0
+    assert p["peak_concurrent_requests_count"] == 3  # all in flight during second 0
+
+
+def test_peak_output_throughput_of_a_run_shorter_than_its_window_is_not_measured():
+    # a 0.7 s run: vLLM's method would report all 20 tokens as the "peak" 20 tok/s, below the
+    # run's own 28.6 tok/s average; here the peak is not measured
+    rs = [req(0, 0.1, [0.03] * 19, 20, start=0.0)]
+    assert M.peak_output_throughput(rs)["peak_output_tok_per_s"] is None
 
 
 def test_goodput_rejects_unknown_slo():
