@@ -48,7 +48,9 @@ class RunSummary:
     run_dir: str
     status: str  # ok | failed | error (params/config problem before any section ran)
     sections: list[SectionOutcome] = field(default_factory=list)
+    # from the start to the end of the last section: the run time the card reports
     wall_s: float = 0.0
+    export_s: float | None = None  # writing the final card, report.html and the index after that
     error: str | None = None
     shared_server: dict[str, Any] | None = None  # one served model for the whole run (see SharedServer)
     report: str | None = None  # README.md of the run (model card)
@@ -303,11 +305,13 @@ def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: 
     finally:
         shared.stop()  # also on exceptions and Ctrl-C (KeyboardInterrupt passes through here)
         summary.shared_server = shared.info
+    summary.wall_s = time.perf_counter() - t0
+    _write_manifest(run_dir, summary)  # the card reads this total: card, report.html and run.json agree
     if "report" in wanted and plan.get("report") == "run":
         finalize_report(run_dir, cfg, summary)
     if any(s.status == "failed" for s in summary.sections):
         summary.status = "failed"
-    summary.wall_s = time.perf_counter() - t0
+    summary.export_s = time.perf_counter() - t0 - summary.wall_s
     _write_manifest(run_dir, summary)
     return summary
 

@@ -81,11 +81,16 @@ def test_exports_and_run_manifest(run):
         assert (run_dir / f"{stem}.html").is_file() and (run_dir / f"{stem}.md").is_file()
         assert "open_section(" not in (run_dir / f"{stem}.html").read_text(encoding="utf-8")  # inputs hidden
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert page.count('class="nb-section"') == 3 and "data:image/png;base64," in page
+    assert page.count('class="nb-section"') == 2 and "data:image/png;base64," in page  # not the report's own
+    assert "section did not finish" not in page and 'name="viewport"' in page
     assert (run_dir / "README.html").is_file()
     man = json.loads((run_dir / "run.json").read_text())
     assert [s["section"] for s in man["sections"]] == ["environment", "smoke", "report"]
     assert all(s["wall_s"] > 0 for s in man["sections"])
+    # one run total: the card, report.html and run.json say the same; the export after it is apart
+    total = f"| total | whole run | {report.fmt(man['wall_s'], 'wall_s')} |"
+    assert total in (run_dir / "README.md").read_text(encoding="utf-8")
+    assert report.fmt(man["wall_s"], "wall_s") in page and man["export_s"] > 0
     shared = man["shared_server"]
     assert shared["status"] == "ok" and shared["start_wall_s"] > 0 and shared["users"] == ["smoke"]
     assert shared["stop_wall_s"] >= 0

@@ -15,13 +15,18 @@ from .card import build_card
 from .plots import make_plots
 from .rundata import RunData, load_run
 
+# Wide tables scroll inside their own box instead of widening the page (phones); the font stack
+# names CJK and emoji fonts so Chinese text and the verdict marks render where they are installed.
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC",sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;line-height:1.5;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;
-vertical-align:top}th{background:#f3f3f3}pre{background:#f6f8fa;padding:.8em;overflow-x:auto}
-code{background:#f6f8fa;padding:0 .2em}img{max-width:100%}sub{color:#666}
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Noto Sans SC","PingFang SC",
+"Microsoft YaHei",sans-serif,"Noto Color Emoji","Apple Color Emoji","Segoe UI Emoji";max-width:1100px;
+margin:2em auto;padding:0 1em;line-height:1.5;color:#222;overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.25em .6em;vertical-align:top}th{background:#f3f3f3}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre}
+code{background:#f6f8fa;padding:0 .2em}img{max-width:100%;height:auto}sub{color:#666}
 .nb-section{border-top:3px solid #4c78a8;margin-top:3em}
+@media (max-width:600px){body{margin:1em auto;padding:0 .6em}table{font-size:.85em}}
 """
 
 
@@ -31,7 +36,9 @@ def markdown_to_html(text: str, title: str, extra_body: str = "") -> str:
 
     render = mistune.create_markdown(plugins=["table", "strikethrough", "url"], escape=False)
     body = render(text)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html_mod.escape(title)}</title>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html_mod.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}\n{extra_body}</body></html>\n")
 
 
@@ -69,7 +76,9 @@ def write_run_html(run_dir: str | Path, lang: str = "en") -> Path:
     data = load_run(run_dir)
     card = build_card(data, lang)
     parts = []
-    for section in sections_mod.NAMES:
+    # the report section's own notebook is not appended: it shows the card as it stood while the
+    # run was still going (a stale copy of what heads this page)
+    for section in (s for s in sections_mod.NAMES if s != "report"):
         nb = data.run_dir / "notebooks" / f"{sections_mod.get(section).notebook}.ipynb"
         if nb.is_file():
             try:
