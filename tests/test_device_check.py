@@ -25,8 +25,9 @@ HOST_PACKAGES = {"torch", "transformers", "tokenizers", "numpy", "pandas", "yaml
 BLOCKED = ("vllm", "vllm_ascend", "torch_npu", "papermill", "nbconvert", "nbformat", "jupytext", "modelscope",
            "httpx", "aiohttp", "openai", "matplotlib", "IPython", "pyarrow", "sglang", "pandas")
 # The ascendeval modules device_check.py imports (inside its steps).
-USED = ("device", "env", "builtin_models", "engines.hf_engine", "engines.base", "precision", "precision_metrics",
-        "quality", "metrics", "config", "benchmarks_data")
+USED = ("device", "sections.environment.probe", "builtin_models", "engines.hf_engine", "engines.base",
+        "sections.precision.steps", "precision_metrics", "sections.quality.steps", "metrics", "config",
+        "benchmarks_data")
 
 
 def _module_file(name: str) -> Path:

@@ -64,7 +64,8 @@ def test_verdicts_and_not_measured(run_dir: Path):
     data = report.load_run(run_dir)
     v = {s: report.section_verdict(data, s) for s in ("environment", "smoke", "precision", "quality", "features")}
     assert v["smoke"].state == "warn" and "90.00%" in v["smoke"].note
-    assert v["precision"].state == "fail" and v["precision"].note == "Top-1 token agreement"  # a label, not the key
+    # the deciding figure with its threshold, labelled (not the key)
+    assert v["precision"].state == "fail" and v["precision"].note == "Top-1 token agreement 50.00% (threshold >= 99.00%)"
     assert v["quality"].state == "none" and v["features"].state == "none"
     missing = report.not_measured(data)
     whats = {(m["section"], m["what"]): m for m in missing}

@@ -22,7 +22,7 @@ def test_what_each_section_names_exists(sec):
     assert sec.name in config.SectionsConfig.model_fields
     assert set(card_text()[sec.heading]) == {"en", "zh"}
     # what it registers lives in its own package
-    for hook in (sec.card, sec.verdict, sec.verify):
+    for hook in (sec.card, sec.summary, sec.verify):
         if hook is not None:
             assert callable(hook) and hook.__module__.startswith(f"ascendeval.sections.{sec.name}.")
     assert sec.config.__module__ == f"ascendeval.sections.{sec.name}.config"
@@ -47,7 +47,7 @@ from .config import ThroughputProbeConfig
 from .metrics import ProbeMetrics
 
 SECTION = Section("throughput_probe", "05b_throughput_probe", "sec_features", config=ThroughputProbeConfig,
-                  card=card.render, verdict=card.verdict,
+                  card=card.render, summary=card.summary,
                   metrics=ProbeMetrics, index_metrics=(("output_tok_per_s", "probe.output_tok_per_s"),))
 ''',
     "config.py": '''
@@ -71,8 +71,10 @@ class ProbeMetrics(SectionMetrics):
 def render(b):
     b.add("## Throughput probe", "probe part rendered")
 
-def verdict(m, lang):
-    return ("pass", "probe verdict note") if m.probe.output_tok_per_s > 0 else ("fail", "")
+from ...report.verdicts import Summary
+
+def summary(m, params, lang):
+    return Summary("pass", "probe verdict note") if m.probe.output_tok_per_s > 0 else Summary("fail")
 ''',
 }
 

@@ -90,3 +90,11 @@ def human_params(n: Any) -> str:
 def is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
+
+
+def opt(obj: Any, path: str) -> Any:
+    """`obj.a.b.c` of a typed record where any block on the way may be absent (None: not
+    measured): opt(m, "load.engine_info.engine")."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj

@@ -2,68 +2,66 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from .. import plotting
+from ..plotting import word
 from .card import timing_rows
-from .cells import md_escape
 from .rundata import RunData
-from .text import L
+
+SECTION_COLOUR, ENGINE_COLOUR = "#54a24b", "#f58518"
+LABEL_CHARS = 34  # wall-time labels wrap at spaces beyond this, so the bars keep most of the width
 
 
 def make_plots(data: RunData, lang: str = "en") -> list[str]:
     """Two summary plots from records: per-prompt smoke latency and wall time per section/engine start."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cjk = cjk_font(plt)
-    if not cjk:  # no font for Chinese here: plot labels in English, non-Latin prompts by number only
-        lang = "en"
-    out: list[str] = []
     art = data.run_dir / "artifacts"
-    art.mkdir(parents=True, exist_ok=True)
-    prompts = data.rows("smoke", "prompts")
-    if prompts:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(prompts) + 1.2))
-        labels = [f"{i}. " + (md_escape(r.get("prompt", ""), 28).replace(" ⏎ ", " ")
-                              if cjk or str(r.get("prompt", "")).isascii() else f"[{r.get('kind', '')}]")
-                  for i, r in enumerate(prompts, 1)]
-        ax.barh(range(len(prompts)), [r.get("latency_s") or 0 for r in prompts], color="#4c78a8")
-        ax.set_yticks(range(len(prompts)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(L(lang, "latency_s"))
-        ax.set_title(L(lang, "smoke_prompts"))
-        fig.tight_layout()
-        p = art / "report_smoke_latency.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        out.append(str(p.relative_to(data.run_dir)))
-    rows = timing_rows(data, lang)
-    if rows:
-        fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
-        colors = ["#f58518" if k == "engine" else "#54a24b" for _, k, _ in rows]
-        ax.barh(range(len(rows)), [s for _, _, s in rows], color=colors)
-        ax.set_yticks(range(len(rows)), [w[:40] for w, _, _ in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(L(lang, "wall_s"))
-        ax.set_title(L(lang, "sec_timing"))
-        fig.tight_layout()
-        p = art / "report_wall_times.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        out.append(str(p.relative_to(data.run_dir)))
-    return out
+    out = []
+    with plotting.style(lang) as (plt, lang):
+        prompts = data.rows("smoke", "prompts")
+        if prompts:
+            out.append(_smoke_latency(plt, lang, prompts, art / "report_smoke_latency.png"))
+        rows = timing_rows(data, lang)
+        if rows:
+            out.append(_wall_times(plt, lang, rows, art / "report_wall_times.png"))
+    return [str(p.relative_to(data.run_dir)) for p in out]
 
 
-def cjk_font(plt: Any) -> bool:
-    """Use an installed CJK font when there is one, so Chinese prompts and labels are not boxes."""
-    from matplotlib import font_manager
+def _prompt_label(i: int, row: dict[str, Any], cjk: bool) -> str:
+    text = str(row.get("prompt", ""))
+    # without a CJK font a Chinese prompt would be boxes: its kind says more
+    shown = plotting.shorten(text, 30) if cjk or text.isascii() else f"[{row.get('kind', '')}]"
+    return f"{i}. {shown}".replace("$", r"\$")  # a $ pair would be read as mathtext
 
-    for name in ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
-                 "Droid Sans Fallback", "AR PL UMing CN"):
-        if any(f.name == name for f in font_manager.fontManager.ttflist):
-            plt.rcParams["font.sans-serif"] = [name, "DejaVu Sans"]
-            return True
-    return False
 
+def _smoke_latency(plt: Any, lang: str, prompts: list[dict[str, Any]], path: Path) -> Path:
+    cjk = plotting.cjk_font() is not None
+    fig, axs = plotting.figure(plt, 0.32 * len(prompts) + 1.3)
+    ax = axs[0][0]
+    ax.barh(range(len(prompts)), [r.get("latency_s") or 0 for r in prompts], color="#4c78a8")
+    ax.set_yticks(range(len(prompts)), [_prompt_label(i, r, cjk) for i, r in enumerate(prompts, 1)])
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(word(lang, "latency_s"))
+    ax.set_title(word(lang, "smoke"))
+    return plotting.save(fig, path)
+
+
+def _wall_times(plt: Any, lang: str, rows: list[tuple[str, str, float]], path: Path) -> Path:
+    from matplotlib.patches import Patch
+
+    labels = [plotting.wrap(w, LABEL_CHARS) for w, _, _ in rows]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, axs = plotting.figure(plt, 0.15 * lines + 0.1 * len(rows) + 1.2)
+    ax = axs[0][0]
+    ax.barh(range(len(rows)), [s for _, _, s in rows],
+            color=[ENGINE_COLOUR if k == "engine" else SECTION_COLOUR for _, k, _ in rows])
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(word(lang, "wall_s"))
+    ax.set_title(word(lang, "wall"))
+    plotting.legend_below(fig, [Patch(color=SECTION_COLOUR), Patch(color=ENGINE_COLOUR)],
+                          [word(lang, "section"), word(lang, "engine_start")])
+    return plotting.save(fig, path)

@@ -1,21 +1,47 @@
-"""Each section's verdict (pass / fail / warn / info / none) with the note that decides it, and the
-list of everything not measured. A section's own rule lives in its package (`verdict` in
+"""Each section's verdict (pass / fail / warn / info / none) with the figure that decides it, the
+few figures a reader compares (each with its conditions) and a sentence for the conclusion; and
+the list of everything not measured. A section's own rule lives in its package (`summary` in
 sections/<name>/card.py); this module applies what every section shares (missing, skipped, failed)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
 from .. import (
     sections as sections_mod,  # call-time use only: the section cards import this module
 )
-from .cells import get
+from .cells import fmt, get
 from .rundata import RunData
-from .text import L
+from .text import L, metric_label
 
 HARDWARE_SPECIFIC = {"cann", "npu_driver", "npu_smi", "nvidia_smi", "cuda", "npu", "torch_npu", "vllm_ascend"}
+
+
+@dataclass
+class Figure:
+    """One figure of the model page: label, formatted value, and what it was measured under."""
+
+    label: str
+    value: str
+    conditions: str = ""
+
+
+@dataclass
+class Summary:
+    """What a section's `summary` rule returns for a section that ran."""
+
+    state: str  # pass | fail | warn | info
+    note: str = ""  # the deciding figure and its threshold, e.g. "Top-1 token agreement 98.91% < 99.00%"
+    figures: list[Figure] = field(default_factory=list)
+    sentence: str = ""  # one sentence of the page's conclusion
+
+
+def figure(key: str, value: Any, conditions: str = "", lang: str = "en", shown: str | None = None) -> Figure:
+    """The figure of metric `key` (catalog label and format); `shown` replaces the formatted value."""
+    return Figure(metric_label(key, lang), shown if shown is not None else fmt(value, key, lang), conditions)
 
 
 @dataclass
@@ -23,6 +49,8 @@ class Verdict:
     section: str
     state: str  # pass | fail | warn | info | none
     note: str = ""
+    figures: list[Figure] = field(default_factory=list)
+    sentence: str = ""
 
 
 def section_verdict(data: RunData, section: str, lang: str = "en") -> Verdict:
@@ -35,14 +63,14 @@ def section_verdict(data: RunData, section: str, lang: str = "en") -> Verdict:
         return Verdict(section, "none", reason)
     if status == "failed":
         return Verdict(section, "fail", reason)
-    rule = sections_mod.get(section).verdict if section in sections_mod.NAMES else None
+    rule = sections_mod.get(section).summary if section in sections_mod.NAMES else None
     if rule is not None:
         try:
             typed = data.metrics(section)
         except ValidationError as exc:  # hand-edited or from another version: verify names the keys
             return Verdict(section, "fail", L(lang, "record_misfit", problem=_first_problem(exc)))
-        state, note = rule(typed, lang)
-        return Verdict(section, state, note)
+        s = rule(typed, rec.get("params", {}).get(section) or {}, lang)
+        return Verdict(section, s.state, s.note, s.figures, s.sentence)
     # no rule of its own: a recorded pass/fail decides, else the figures are information
     passed = m.get("verdict", {}).get("passed") if isinstance(m.get("verdict"), dict) else m.get("passed")
     return Verdict(section, {True: "pass", False: "fail"}.get(passed, "info"), "")

@@ -18,9 +18,10 @@ class Section:
     config: type[BaseModel]  # its params block, `sections.<name>` in params.yaml
     metrics: type[BaseModel] | None = None  # the model of its record's `metrics` (schema.MetricsModel)
     card: Callable[[Any], None] | None = None  # renders its part of the card into a report CardBuilder
-    # (metrics, lang) -> (state, note) for a section that ran: pass / fail / warn / info and the
-    # figure that decides it; None: a recorded `verdict.passed` decides, else info
-    verdict: Callable[[dict[str, Any], str], tuple[str, str]] | None = None
+    # (typed metrics, its params block as recorded, lang) -> report.verdicts.Summary for a section
+    # that ran: its verdict with the deciding figure, the figures of the model page with their
+    # conditions, one sentence of the conclusion; None: a recorded `verdict.passed` decides
+    summary: Callable[[Any, dict[str, Any], str], Any] | None = None
     # (VerifyResult, record, run_dir): recompute its summaries from its raw rows (`ascendeval verify`)
     verify: Callable[[Any, dict[str, Any], Any], None] | None = None
     # whether it talks to a served model through SectionRun.served() without overrides, so it can

@@ -6,4 +6,5 @@ from . import card
 from .config import EnvironmentConfig
 from .metrics import EnvironmentMetrics
 
-SECTION = Section("environment", "00_environment", "sec_env", config=EnvironmentConfig, metrics=EnvironmentMetrics, card=card.render, verdict=card.verdict)
+SECTION = Section("environment", "00_environment", "sec_env", config=EnvironmentConfig,
+                  metrics=EnvironmentMetrics, card=card.render, summary=card.summary)

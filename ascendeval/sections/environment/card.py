@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder
-from ...report.cells import fmt, get, md_table
+from ...report.cells import fmt, get, md_table, opt
 from ...report.rundata import RunData
 from ...report.text import L, metric_label
+from ...report.verdicts import Figure, Summary, figure
 from .metrics import EnvironmentMetrics
 
 
@@ -68,6 +71,14 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: EnvironmentMetrics, lang: str) -> tuple[str, str]:
+def summary(m: EnvironmentMetrics, params: dict[str, Any], lang: str) -> Summary:
     """The probes ran: the environment is described, nothing is judged against a threshold."""
-    return "pass", ""
+    packages = opt(m, "system.packages") or {}
+    seam = opt(m, "system.vllm_seam.verdict") or "—"
+    device = opt(m, "target_device.name") or "—"
+    figures = [Figure("vLLM", packages.get("vllm") or L(lang, "absent"), seam)]
+    roof = m.roofline
+    if roof and roof.copy_bandwidth_gbps is not None:
+        figures.append(figure("copy_bandwidth_gbps", roof.copy_bandwidth_gbps, device, lang))
+    sentence = L(lang, "s_env", device=device, vllm=packages.get("vllm") or "—", seam=seam)
+    return Summary("pass", "", figures, sentence)

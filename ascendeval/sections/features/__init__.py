@@ -21,7 +21,8 @@ from .config import FeaturesConfig
 from .metrics import FeaturesMetrics
 
 SECTION = Section(
-    "features", "05_features", "sec_features", config=FeaturesConfig, metrics=FeaturesMetrics, card=card.render,
+    "features", "05_features", "sec_features", config=FeaturesConfig, metrics=FeaturesMetrics,
+    card=card.render, summary=card.summary,
     # the served speculative A/B's baseline arm (its ngram arm needs its own server)
     uses_shared_server=lambda cfg: cfg.sections.features.speculative and cfg.sections.features.spec_served,
 )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder, plots_of, table_of
+from ...report.cells import fmt, opt
 from ...report.text import L, metric_label
+from ...report.verdicts import Summary, figure
+from .metrics import FeaturesMetrics
 
 
 def render(b: CardBuilder) -> None:
@@ -17,3 +22,28 @@ def render(b: CardBuilder) -> None:
         table_of(b, "features", v if isinstance(v, (dict, list)) else {k: v})
     plots_of(b, "features")
 
+
+
+def summary(m: FeaturesMetrics, params: dict[str, Any], lang: str) -> Summary:
+    """What each feature buys, as measured speed-ups with their conditions (information)."""
+    figures = []
+    pc = m.prefix_caching
+    if pc is not None and pc.ttft_speedup is not None:
+        figures.append(figure("ttft_speedup", pc.ttft_speedup,
+                              L(lang, "cond_prefix", n=pc.num_prompts, len=pc.prompt_len, shared=pc.shared_prefix_len), lang))
+    ss = m.speculative_served
+    if ss is not None and ss.e2el_speedup is not None:
+        cond = L(lang, "cond_spec_served", method="ngram", n=ss.num_prompts,
+                 k=opt(m, "speculative.ngram.speculative_config.num_speculative_tokens") or "?")
+        figures.append(figure("e2el_speedup", ss.e2el_speedup, cond, lang))
+        figures.append(figure("acceptance_rate", opt(ss, "ngram.acceptance_rate"), cond, lang))
+    cap = m.capacity
+    if cap is not None and cap.kv_max_concurrency_at_max_model_len is not None:
+        max_len = opt(m, "main_engine.max_model_len")
+        figures.append(figure("kv_max_concurrency_at_max_model_len", cap.kv_max_concurrency_at_max_model_len,
+                              L(lang, "cond_capacity", tokens=fmt(cap.kv_cache_tokens, "kv_cache_tokens", lang),
+                                len=fmt(max_len, "seq_len", lang)), lang))
+    # the sentence names the speed-ups (the first figure of each feature that has one)
+    speedups = [f for f in figures if f.label in {metric_label(k, lang) for k in ("ttft_speedup", "e2el_speedup")}]
+    items = L(lang, "list_sep").join(f"{f.label} {f.value}" for f in speedups)
+    return Summary("info", "", figures, L(lang, "s_features", items=items) if items else "")

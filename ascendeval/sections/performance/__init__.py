@@ -16,7 +16,8 @@ from .config import PerformanceConfig
 from .metrics import PerformanceMetrics
 
 SECTION = Section(
-    "performance", "02_performance", "sec_performance", config=PerformanceConfig, metrics=PerformanceMetrics, card=card.render, verify=verify.rule,
+    "performance", "02_performance", "sec_performance", config=PerformanceConfig, metrics=PerformanceMetrics,
+    card=card.render, summary=card.summary, verify=verify.rule,
     uses_shared_server=lambda cfg: (cfg.sections.performance.serving.enabled
                                     and not cfg.sections.performance.serving.url),
     index_metrics=(("output_tok_per_s", "serving_main.output_tok_per_s"),

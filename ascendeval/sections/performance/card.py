@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder, is_scalar, plots_of, table_of
-from ...report.cells import fmt, get, md_table
+from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label
+from ...report.verdicts import Summary, figure
+from .metrics import PerformanceMetrics
 
 
 def render(b: CardBuilder) -> None:
@@ -60,3 +64,45 @@ def render(b: CardBuilder) -> None:
         b.kv_table("performance", mem)
     plots_of(b, "performance")
 
+
+
+def serving_conditions(point: Any, serving_params: dict[str, Any], engine: str, lang: str) -> str:
+    """The workload a serving figure was measured under, said in full."""
+    if point.max_concurrency:
+        load = L(lang, "load_concurrency", n=point.max_concurrency)
+    elif point.request_rate_req_per_s is None:
+        load = L(lang, "load_all_at_once")
+    else:
+        load = L(lang, "load_rate", rate=fmt(point.request_rate_req_per_s, "request_rate_req_per_s", lang))
+    return L(lang, "cond_serving", input_len=serving_params.get("input_len", "?"),
+             output_len=serving_params.get("output_len", "?"), num=point.num_requests, load=load, engine=engine)
+
+
+def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary:
+    """Figures only (information) unless the params set a serving SLO, whose goodput then shows."""
+    engine = opt(m, "engine.engine") or "vllm"
+    figures = []
+    sentence = ""
+    sm = m.serving_main
+    if sm is not None:
+        cond = serving_conditions(sm, params.get("serving") or {}, engine, lang)
+        for key in ("output_tok_per_s", "median_ttft_ms", "median_tpot_ms", "p99_ttft_ms"):
+            figures.append(figure(key, getattr(sm, key), cond, lang))
+        if sm.goodput_req_per_s is not None:
+            figures.append(figure("goodput_req_per_s", sm.goodput_req_per_s, cond, lang))
+        sentence = L(lang, "s_perf", tok=fmt(sm.output_tok_per_s, "output_tok_per_s", lang),
+                     ttft=fmt(sm.median_ttft_ms, "median_ttft_ms", lang) + " ms",
+                     tpot=fmt(sm.median_tpot_ms, "median_tpot_ms", lang) + " ms", cond=cond)
+    lat = m.latency
+    if lat is not None:
+        lp = params.get("latency") or {}
+        figures.append(figure("avg_latency_s", lat.avg_latency_s,
+                              L(lang, "cond_latency", batch=lp.get("batch_size", "?"), input_len=lp.get("input_len", "?"),
+                                output_len=lp.get("output_len", "?")), lang))
+    thr = m.throughput
+    if thr is not None:
+        n = thr.num_requests
+        figures.append(figure("output_tok_per_s", thr.output_tok_per_s,
+                              L(lang, "cond_throughput", num=n, input_len=thr.total_input_tokens // max(n, 1),
+                                output_len=thr.total_output_tokens // max(n, 1)), lang))
+    return Summary("info", L(lang, "no_slo") if sm is None or sm.goodput_req_per_s is None else "", figures, sentence)

@@ -7,7 +7,8 @@ from .config import PrecisionConfig
 from .metrics import PrecisionMetrics
 
 SECTION = Section(
-    "precision", "03_precision", "sec_precision", config=PrecisionConfig, metrics=PrecisionMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "precision", "03_precision", "sec_precision", config=PrecisionConfig, metrics=PrecisionMetrics,
+    card=card.render, summary=card.summary, verify=verify.rule,
     index_metrics=(("top1_agreement", "teacher_forced.top1_agreement"),
                    ("mean_cosine", "teacher_forced.mean_cosine")),
 )

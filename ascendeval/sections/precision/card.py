@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder, is_scalar, plots_of
-from ...report.cells import fmt, get, md_table
+from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label, verdict_label
+from ...report.verdicts import Summary, figure
 from .metrics import PrecisionMetrics
 
 
@@ -37,11 +40,33 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: PrecisionMetrics, lang: str) -> tuple[str, str]:
-    """The thresholds' verdict recorded by the section; the failing checks are the note."""
-    passed = m.verdict.passed if m.verdict else None
-    if passed is True:
-        return "pass", ""
-    if passed is False:
-        return "fail", ", ".join(metric_label(c.metric, lang) for c in m.verdict.checks if c.passed is False)
-    return "info", ""
+def summary(m: PrecisionMetrics, params: dict[str, Any], lang: str) -> Summary:
+    """The thresholds' verdict recorded by the section; the failing checks, each with its
+    threshold, are the note."""
+    ref = m.reference
+    ref_name = f"{ref.engine} {ref.dtype} ({ref.device})" if ref else "—"  # all three are required fields
+    tf, fr = m.teacher_forced, m.free_running
+    figures = []
+    if tf is not None:
+        cond = L(lang, "cond_teacher_forced", positions=tf.num_positions, prompts=tf.num_prompts, ref=ref_name)
+        for key in ("top1_agreement", "mean_kl", "mean_kl_returned_renorm", "mean_cosine",
+                    "mean_cosine_centered_returned"):
+            value = getattr(tf, key, None)
+            if value is not None:
+                figures.append(figure(key, value, cond, lang))
+    if fr is not None and fr.free_token_agreement is not None:
+        figures.append(figure("free_token_agreement", fr.free_token_agreement,
+                              L(lang, "cond_free_running", tokens=fr.num_compared_tokens, prompts=fr.num_prompts,
+                                ref=ref_name), lang))
+    checks = opt(m, "verdict.checks") or []
+    failed = [c for c in checks if c.passed is False]
+    note = "; ".join(L(lang, "threshold_note", label=metric_label(c.metric, lang),
+                       value=fmt(c.measured, c.metric, lang), op=c.op, threshold=fmt(c.threshold, c.metric, lang))
+                     for c in failed)
+    passed = opt(m, "verdict.passed")
+    state = {True: "pass", False: "fail"}.get(passed, "info")
+    word = {"pass": L(lang, "verdict_word_pass"), "fail": L(lang, "verdict_word_fail", checks=note),
+            "info": L(lang, "verdict_word_info")}[state]
+    shown = note if state == "fail" else (f"{figures[0].label} {figures[0].value}" if figures else "—")
+    return Summary(state, note, figures, L(lang, "s_precision", ref=ref_name, figures=shown,
+                                           verdict=L(lang, "verdict_word_fail_short") if state == "fail" else word))

@@ -7,7 +7,8 @@ from .config import QualityConfig
 from .metrics import QualityMetrics
 
 SECTION = Section(
-    "quality", "04_quality", "sec_quality", config=QualityConfig, metrics=QualityMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "quality", "04_quality", "sec_quality", config=QualityConfig, metrics=QualityMetrics,
+    card=card.render, summary=card.summary, verify=verify.rule,
     # a served target (engine openai) without a URL of its own: the run's shared server
     uses_shared_server=lambda cfg: cfg.target.engine == "openai" and not cfg.server.url,
     index_metrics=(("overall_pass_rate", "suites.overall_pass_rate"),),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder, plots_of
 from ...report.cells import fmt, get, md_table
 from ...report.text import L, metric_label, verdict_label
+from ...report.verdicts import Figure, Summary, figure
 from .metrics import QualityMetrics
 
 
@@ -49,14 +52,45 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: QualityMetrics, lang: str) -> tuple[str, str]:
-    """Baselines decide (any miss fails); without baselines the pass rate is information."""
+def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
+    """Baselines decide (any miss fails); without baselines the figures are information, each
+    shown beside the reference's and with its number of items."""
+    suites, ref = m.suites, m.reference
+    ref_rate = ref.pass_rate if ref else None
+    ref_name = f"{ref.engine} {ref.dtype}" if ref else "—"
+    figures = []
+    if suites is not None:
+        shown = L(lang, "with_reference", value=fmt(suites.overall_pass_rate, "overall_pass_rate", lang),
+                  ref=fmt(ref_rate, "overall_pass_rate", lang)) if ref else None
+        figures.append(figure("overall_pass_rate", suites.overall_pass_rate,
+                              L(lang, "cond_suites", n=suites.num_items, mode=suites.mode, ref=ref_name), lang, shown))
+    bench_bits = []
+    for name, b in _benchmarks(m):
+        for method in ("logprob", "generate", "pass_at_1"):
+            score = getattr(b, method, None)
+            acc = getattr(score, "accuracy", None)
+            if acc is None:
+                continue
+            shown = f"{fmt(acc, 'accuracy', lang)} ± {fmt(score.accuracy_stderr, 'accuracy', lang)}"
+            figures.append(Figure(metric_label(name, lang), shown,
+                                  L(lang, "cond_bench", method=method, n=score.num_items)))
+            bench_bits.append(f"{metric_label(name, lang)} {shown} (n = {score.num_items})")
+            break  # one method per benchmark on the page; the report lists all
     bl = m.baselines or []
     if any(b.passed is False for b in bl):
-        return "fail", ", ".join(b.metric for b in bl if b.passed is False)
-    if bl and all(b.passed is True for b in bl):
-        return "pass", ""
-    rate = m.suites.overall_pass_rate if m.suites else None
-    if rate is None:
-        return "info", ""
-    return "info", f"{metric_label('overall_pass_rate', lang)} = {fmt(rate, 'overall_pass_rate', lang)}"
+        state, note = "fail", ", ".join(b.metric for b in bl if b.passed is False)
+    elif bl and all(b.passed is True for b in bl):
+        state, note = "pass", ""
+    else:
+        state, note = "info", L(lang, "no_threshold")
+    sep = L(lang, "list_sep")
+    bench = (sep + sep.join(bench_bits[:3])) if bench_bits else ""
+    sentence = L(lang, "s_quality", target=fmt(suites.overall_pass_rate if suites else None, "overall_pass_rate", lang),
+                 ref=fmt(ref_rate, "overall_pass_rate", lang), n=suites.num_items if suites else 0, bench=bench)
+    return Summary(state, note, figures, sentence)
+
+
+def _benchmarks(m: QualityMetrics) -> list[tuple[str, Any]]:
+    """(name, block) of every benchmark that has a block, in the params' closed list order."""
+    b = m.benchmarks
+    return [(name, getattr(b, name)) for name in type(b).model_fields if getattr(b, name) is not None] if b else []

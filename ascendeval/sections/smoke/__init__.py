@@ -7,7 +7,8 @@ from .config import SmokeConfig
 from .metrics import SmokeMetrics
 
 SECTION = Section(
-    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics, card=card.render, verdict=card.verdict, verify=verify.rule,
+    "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics,
+    card=card.render, summary=card.summary, verify=verify.rule,
     uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
     index_metrics=(("load_s", "load.load_s"),),
 )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...report.builder import CardBuilder
-from ...report.cells import fmt, get, md_table
+from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label
+from ...report.verdicts import Summary, figure
 from .metrics import SmokeMetrics
 
 
@@ -47,12 +50,26 @@ def render(b: CardBuilder) -> None:
 
 
 
-def verdict(m: SmokeMetrics, lang: str) -> tuple[str, str]:
-    """Pass unless greedy repeats differ or a prompt produced no text."""
-    rate = m.determinism.identical_rate if m.determinism else None
-    empty = (m.prompts.empty_outputs if m.prompts else None) or 0
+def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
+    """Pass unless a prompt produced no text or greedy repeats differ (warn)."""
+    load = opt(m, "load.load_s")
+    engine = opt(m, "load.engine_info.engine") or "—"
+    dtype = opt(m, "load.engine_info.dtype")
+    n = opt(m, "prompts.count") or 0
+    empty = opt(m, "prompts.empty_outputs") or 0
+    rate = opt(m, "determinism.identical_rate")
+    figures = [figure("load_s", load, L(lang, "cond_load", engine=engine, dtype=dtype or "—"), lang)]
+    if m.prompts:
+        figures.append(figure("empty_outputs", empty, L(lang, "cond_prompts", n=n), lang))
+    if rate is not None:
+        figures.append(figure("identical_rate", rate, L(lang, "cond_prompts", n=opt(m, "determinism.prompts")), lang))
+    if opt(m, "served.same_as_offline_rate") is not None:
+        figures.append(figure("same_as_offline_rate", m.served.same_as_offline_rate, L(lang, "cond_served"), lang))
+    state, note = "pass", ""
     if rate is not None and rate < 1:
-        return "warn", f"{metric_label('identical_rate', lang)} = {fmt(rate, 'identical_rate', lang)}"
+        state, note = "warn", f"{metric_label('identical_rate', lang)} = {fmt(rate, 'identical_rate', lang)}"
     if empty:
-        return "warn", f"{metric_label('empty_outputs', lang)} = {empty}"
-    return "pass", ""
+        state, note = "warn", f"{metric_label('empty_outputs', lang)} = {empty}"
+    sentence = L(lang, "s_smoke", load=fmt(load, "load_s", lang) + " s", answered=n - empty, n=n,
+                 identical=fmt(rate, "identical_rate", lang))
+    return Summary(state, note, figures, sentence)
