@@ -126,7 +126,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if lang not in ("en", "zh"):
         lang = "en"
     paths_ = report.write_card(report.load_run(run_dir), lang)
-    print(f"card: {paths_['markdown']}\ncard (HTML): {paths_['html']}\nreport: {report.write_run_html(run_dir, lang)}")
+    print(f"model page: {paths_['markdown']}\nmodel page (HTML): {paths_['html']}\n"
+          f"full report: {report.write_run_html(run_dir, lang)}\nfull report (Markdown): {paths_['report_markdown']}")
     return 0
 
 

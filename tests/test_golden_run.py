@@ -5,6 +5,7 @@ English and Chinese, a clean `verify`, and an index row. Seconds, no engine."""
 from __future__ import annotations
 
 import shutil
+import re
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,9 @@ def test_every_section_record_is_valid_and_ok():
 
 
 def test_card_files_then_verify_recomputes_the_golden_run(run_dir):
-    written = report.write_card(report.load_run(run_dir))  # README.md / .html, as the report section does
-    assert Path(written["markdown"]).stat().st_size > 5000 and Path(written["html"]).is_file()
+    written = report.write_card(report.load_run(run_dir))  # README.md / .html, report.md, as the report section does
+    assert Path(written["markdown"]).stat().st_size > 3000 and Path(written["html"]).is_file()
+    assert Path(written["report_markdown"]).stat().st_size > 20000
     res = verify.verify_run(run_dir)
     assert res.problems == [], res.problems[:5]
     assert res.checks > 1000
@@ -55,3 +57,19 @@ def test_index_lists_the_golden_run(run_dir):
     row = rows[0]
     assert run_dir.name in str(row)
     assert any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_model_page_of_the_golden_run(run_dir, lang):
+    """Two levels: the page is short and links into the full report, whose contents links resolve."""
+    data = report.load_run(run_dir)
+    page = report.build_page(data, lang).markdown
+    assert len(page.splitlines()) < 120
+    for section in ("environment", "smoke", "performance", "precision", "quality", "features"):
+        assert f"| {report.section_label(section, lang)} |" in page, section
+    full = report.build_card(data, lang).markdown
+    for anchor in set(re.findall(r"\]\(report\.html#([\w-]+)\)", page)) | set(re.findall(r"\]\(#([\w-]+)\)", full)):
+        assert f'<a id="{anchor}"></a>' in full, anchor
+    # the deciding figure of the failed precision verdict, with its threshold
+    assert ("Top-1 token agreement 98.91% (threshold >= 99.00%)" if lang == "en" else
+            "Top-1 token 一致率 98.91%（阈值 >= 99.00%）") in page

@@ -39,8 +39,9 @@ def test_batch_keeps_going_and_resume_keeps_ok_sections(tmp_path, cli, unloadabl
     assert any(ln.split()[1] == "(total)" for ln in good_rows)
     assert "=== (1/2)" in proc.stderr and "=== (2/2)" in proc.stderr  # progress across the batch
     assert f"report: {out / 'good' / 'b1' / 'README.md'}" in proc.stdout
-    card = (out / "good" / "b1" / "README.md").read_text(encoding="utf-8")
+    card = (out / "good" / "b1" / "report.md").read_text(encoding="utf-8")
     assert "## 加载与冒烟测试" in card  # language from params
+    assert "## 结论汇总" in (out / "good" / "b1" / "README.md").read_text(encoding="utf-8")
 
     again = cli(["run", str(good), "--sections", "environment,report", "--resume", "b1", "--no-progress"], out)
     man = json.loads((out / "good" / "b1" / "run.json").read_text())

@@ -30,11 +30,26 @@ def test_cli_prints_where_the_report_is(run):
     assert "(total)" in stdout and "(shared server)" in stdout  # summary table rows
 
 
+def test_model_page_is_short_and_says_the_verdicts(run):
+    """README.md is the model page: conclusion, verdicts with the deciding figure, the figures a
+    reader compares with their conditions, the deploy command, a link to the full report."""
+    _, run_dir, _ = run
+    page = (run_dir / "README.md").read_text(encoding="utf-8")
+    assert len(page.splitlines()) < 120
+    assert page.startswith("# tiny-report on cpu ×1")
+    assert "**tiny-report on cpu ×1" in page and "## Verdicts" in page and "## Key figures" in page
+    load_s = records.load(run_dir, "smoke")["metrics"]["load"]["load_s"]
+    assert f"| Load & smoke test | Load time (s) | {report.fmt(load_s, 'load_s')} | vllm, bfloat16, real weights |" in page
+    assert "[report.html#smoke](report.html#smoke)" in page and "python -m vllm.entrypoints.openai.api_server" in page
+    assert "[report.html](report.html)" in page and "`ascendeval verify`: " in page
+    assert "## Load & smoke test" not in page  # the section tables are in the full report only
+
+
 def test_model_card_en_from_records(run):
     _, run_dir, _ = run
     recs = records.load_all(run_dir)
     assert recs["report"]["status"] == "ok", recs["report"]["reason"]
-    card = (run_dir / "README.md").read_text(encoding="utf-8")
+    card = (run_dir / "report.md").read_text(encoding="utf-8")  # the full report
     facts = recs["smoke"]["metrics"]["model"]
     # model intro from the model's own config, parameters counted from the weights
     assert facts["architecture"] == "Qwen2ForCausalLM" and facts["param_count"] > 0
@@ -89,7 +104,7 @@ def test_exports_and_run_manifest(run):
     assert all(s["wall_s"] > 0 for s in man["sections"])
     # one run total: the card, report.html and run.json say the same; the export after it is apart
     total = f"| total | whole run | {report.fmt(man['wall_s'], 'wall_s')} |"
-    assert total in (run_dir / "README.md").read_text(encoding="utf-8")
+    assert total in (run_dir / "report.md").read_text(encoding="utf-8")
     assert report.fmt(man["wall_s"], "wall_s") in page and man["export_s"] > 0
     shared = man["shared_server"]
     assert shared["status"] == "ok" and shared["start_wall_s"] > 0 and shared["users"] == ["smoke"]

@@ -13,9 +13,14 @@ from .rundata import RunData, recorded_model_facts
 from .text import L, section_label, verdict_label
 from .verdicts import not_measured, section_verdict
 
-# the card's contents line, in the order of the parts below
-TOC = ("sec_verdicts", "sec_model", "sec_env", "sec_deploy", "sec_smoke", "sec_performance", "sec_precision",
-       "sec_quality", "sec_features", "sec_not_measured", "sec_timing", "sec_files", "sec_faq")
+# the report's contents, in the order of the parts below: (heading key, anchor); the anchors are
+# the same in both languages, so a link to report.html#precision survives a re-render in Chinese
+TOC = (("sec_verdicts", "verdicts"), ("sec_model", "model"), ("sec_env", "environment"), ("sec_deploy", "deploy"),
+       ("sec_smoke", "smoke"), ("sec_performance", "performance"), ("sec_precision", "precision"),
+       ("sec_quality", "quality"), ("sec_features", "features"), ("sec_not_measured", "not-measured"),
+       ("sec_timing", "run-time"), ("sec_files", "files"), ("sec_faq", "faq"))
+ANCHORS = {"environment": "environment", "smoke": "smoke", "performance": "performance", "precision": "precision",
+           "quality": "quality", "features": "features", "report": "verdicts"}
 
 CONFIG_FACT_ROWS = (
     "architecture", "model_type", "param_count", "num_layers", "hidden_size", "intermediate_size",
@@ -24,8 +29,8 @@ CONFIG_FACT_ROWS = (
 )
 
 
-def _sec_header(b: CardBuilder) -> None:
-    d = b.d
+def header_facts(d: RunData, lang: str) -> dict[str, str]:
+    """Title and one-line facts of the run, shared by the model page and the full report."""
     any_rec = d.any_record()
     facts = recorded_model_facts(d)[0] or {}
     model = get(any_rec, "model.name") or get(any_rec, "model.id") or "?"
@@ -34,11 +39,14 @@ def _sec_header(b: CardBuilder) -> None:
     dev_name = get(d.rec("environment"), "metrics.target_device.name")
     if dev_name:
         target += f" ({dev_name})"
-    title = get(d.params(), "sections.report.title") or L(b.lang, "title", model=model, target=target)
-    b.add(templates.render("header.md.j2", b.lang, title=title, arch=facts.get("architecture") or "—",
-                           params=human_params(facts.get("param_count")), dtype=get(any_rec, "model.dtype") or "—",
-                           engine=tgt.get("engine", "?"), run_id=d.run_id, date=(any_rec.get("created_at") or "")[:10],
-                           toc=TOC))
+    return {"title": get(d.params(), "sections.report.title") or L(lang, "title", model=model, target=target),
+            "model": model, "target": target, "arch": facts.get("architecture") or "—",
+            "params": human_params(facts.get("param_count")), "dtype": get(any_rec, "model.dtype") or "—",
+            "engine": tgt.get("engine", "?"), "run_id": d.run_id, "date": (any_rec.get("created_at") or "")[:10]}
+
+
+def _sec_header(b: CardBuilder) -> None:
+    b.add(templates.render("header.md.j2", b.lang, **header_facts(b.d, b.lang), toc=TOC))
 
 
 def _sec_verdicts(b: CardBuilder) -> None:
@@ -162,5 +170,17 @@ def build_card(data: RunData, lang: str = "en") -> Card:
     for part in (_sec_header, _sec_verdicts, _sec_model, section_parts[0], _sec_deploy, *section_parts[1:],
                  _sec_not_measured, _sec_timing, _sec_files, _sec_faq):
         part(b)
-    return Card("\n\n".join(b.out) + "\n", b.images, data.run_dir)
+    return Card(_with_anchors("\n\n".join(b.out) + "\n", lang), b.images, data.run_dir)
+
+
+def _with_anchors(markdown: str, lang: str) -> str:
+    """Each part's heading gets the anchor the contents line links to."""
+    lines = markdown.split("\n")
+    for key, anchor in TOC:
+        heading = f"## {L(lang, key)}"
+        for i, line in enumerate(lines):
+            if line == heading:
+                lines[i] = f'<a id="{anchor}"></a>\n\n{line}'
+                break
+    return "\n".join(lines)
 

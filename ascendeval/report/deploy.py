@@ -81,3 +81,17 @@ def deploy_commands(data: RunData) -> dict[str, str]:
     return {"serve": serve, "python": python, "curl": curl, "cpu": "1" if cfg.target.device == "cpu" else "",
             "modelscope": "1" if modelscope else ""}
 
+
+
+def download_command(data: RunData) -> str:
+    """How a reader gets the measured weights: ModelScope's CLI for a hub id (at the revision the
+    run used), the ascendeval command for a built-in model; empty for a local folder."""
+    model = (data.params().get("model") or {}) if isinstance(data.params(), dict) else {}
+    mid, rev = str(model.get("id") or ""), model.get("revision")
+    if mid.startswith("builtin:"):
+        return f"ascendeval build-model {shlex.quote(mid.split(':', 1)[1])}"
+    if "/" in mid and not mid.startswith(("/", ".", "~")) and not Path(mid).expanduser().exists():
+        name = mid.rsplit("/", 1)[-1]
+        return (f"modelscope download --model {shlex.quote(mid)}" + (f" --revision {shlex.quote(rev)}" if rev else "")
+                + f" --local_dir ./{shlex.quote(name)}")
+    return ""

@@ -1,5 +1,5 @@
-"""HTML pages: README.html (the card, images embedded) and report.html (the card followed by every
-executed section notebook), one self-contained file each."""
+"""The pages of a run: README.md / README.html (the model page), report.md (the full report) and
+report.html (the full report followed by every executed section notebook), each self-contained."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .. import records
 from .. import sections as sections_mod
 from .builder import Card
 from .card import build_card
+from .page import build_page
 from .plots import make_plots
 from .rundata import RunData, load_run
 
@@ -60,14 +61,17 @@ def card_title(card: Card) -> str:
 
 
 def write_card(data: RunData, lang: str = "en") -> dict[str, str]:
-    """README.md (images as files) and README.html (single file, images embedded) of the run."""
+    """The model page README.md (+ README.html, one file) and the full report report.md (images as
+    files; report.html, with the section notebooks, is `write_run_html`)."""
     make_plots(data, lang)
-    card = build_card(data, lang)
+    page = build_page(data, lang)
     md_path = data.run_dir / "README.md"
-    records._atomic_write(md_path, card.markdown)
+    records._atomic_write(md_path, page.markdown)
     html_path = data.run_dir / "README.html"
-    records._atomic_write(html_path, markdown_to_html(card.markdown_inline(), card_title(card)))
-    return {"markdown": str(md_path), "html": str(html_path)}
+    records._atomic_write(html_path, markdown_to_html(page.markdown_inline(), card_title(page)))
+    full = data.run_dir / "report.md"
+    records._atomic_write(full, build_card(data, lang).markdown)
+    return {"markdown": str(md_path), "html": str(html_path), "report_markdown": str(full)}
 
 
 def write_run_html(run_dir: str | Path, lang: str = "en") -> Path:

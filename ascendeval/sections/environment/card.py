@@ -81,4 +81,4 @@ def summary(m: EnvironmentMetrics, params: dict[str, Any], lang: str) -> Summary
     if roof and roof.copy_bandwidth_gbps is not None:
         figures.append(figure("copy_bandwidth_gbps", roof.copy_bandwidth_gbps, device, lang))
     sentence = L(lang, "s_env", device=device, vllm=packages.get("vllm") or "—", seam=seam)
-    return Summary("pass", "", figures, sentence)
+    return Summary("pass", f"vLLM {packages.get('vllm') or L(lang, 'absent')}: {seam}", figures, sentence)

@@ -8,7 +8,7 @@ from typing import Any
 from ... import sections as sections_mod
 from ...errors import SectionSkipped
 from ...report.builder import Card
-from ...report.card import build_card
+from ...report.page import build_page
 from ...report.html import write_card
 from ...report.index import build_index
 from ...report.rundata import (
@@ -55,7 +55,7 @@ def card_step(run: Any, data: RunData) -> Card:
     for rel in ("artifacts/report_smoke_latency.png", "artifacts/report_wall_times.png"):
         if (data.run_dir / rel).is_file():
             run.artifact(data.run_dir / rel)
-    return build_card(data, lang)
+    return build_page(data, lang)  # the model page; report.md / report.html hold the rest
 
 
 def verdict_table(data: RunData, lang: str = "en") -> Any:

@@ -65,7 +65,7 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
         figures.append(figure("identical_rate", rate, L(lang, "cond_prompts", n=opt(m, "determinism.prompts")), lang))
     if opt(m, "served.same_as_offline_rate") is not None:
         figures.append(figure("same_as_offline_rate", m.served.same_as_offline_rate, L(lang, "cond_served"), lang))
-    state, note = "pass", ""
+    state, note = "pass", L(lang, "note_smoke", answered=n - empty, n=n, identical=fmt(rate, "identical_rate", lang))
     if rate is not None and rate < 1:
         state, note = "warn", f"{metric_label('identical_rate', lang)} = {fmt(rate, 'identical_rate', lang)}"
     if empty:
