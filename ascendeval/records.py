@@ -21,7 +21,9 @@ SCHEMA_VERSION = 2
 # What changed since each older version, applied by `upgrade` when a record is read:
 #   1 -> 2: the performance plan's model facts take the keys of models.model_card_facts
 #           (num_kv_heads -> num_key_value_heads, checkpoint_dtype -> config_dtype,
-#           num_parameters -> param_count, checkpoint_bytes -> weight_bytes, in plan.model and memory).
+#           num_parameters -> param_count, checkpoint_bytes -> weight_bytes, in plan.model and memory);
+#           a feature's output comparison says what it compares with: speculative.<method>.identical_*
+#           -> same_as_baseline_*, disaggregated_prefill.identical_rate -> same_as_single_rate.
 _V1_MODEL_FACT_KEYS = {"num_kv_heads": "num_key_value_heads", "checkpoint_dtype": "config_dtype",
                        "num_parameters": "param_count", "checkpoint_bytes": "weight_bytes"}
 Status = Literal["ok", "failed", "skipped"]
@@ -200,6 +202,16 @@ def upgrade(rec: dict[str, Any]) -> dict[str, Any]:
                 for old, new in _V1_MODEL_FACT_KEYS.items():
                     if old in block:
                         block[new] = block.pop(old)
+    if version == 1 and rec.get("section") == "features" and isinstance(rec.get("metrics"), dict):
+        m = rec["metrics"]
+        for block in (m.get("speculative") or {}).values():
+            if isinstance(block, dict):
+                for old, new in (("identical_outputs", "same_as_baseline_outputs"),
+                                 ("identical_rate", "same_as_baseline_rate")):
+                    if old in block:
+                        block[new] = block.pop(old)
+        if isinstance(m.get("disaggregated_prefill"), dict) and "identical_rate" in m["disaggregated_prefill"]:
+            m["disaggregated_prefill"]["same_as_single_rate"] = m["disaggregated_prefill"].pop("identical_rate")
     rec["schema_version"] = SCHEMA_VERSION
     return rec
 

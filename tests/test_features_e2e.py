@@ -57,7 +57,7 @@ def test_features_section(tmp_path, params_factory, cli):
     assert s["status"] == "ok" and s["num_draft_tokens"] > 0
     assert 0 <= s["acceptance_rate"] <= 1 and s["mean_acceptance_length"] >= 1
     assert len(s["per_position_acceptance_rate"]) == 3
-    assert 0 <= s["identical_rate"] <= 1
+    assert 0 <= s["same_as_baseline_rate"] <= 1
 
     served = m["speculative_served"]
     assert served["baseline"]["completed_count"] == 2 and served["ngram"]["completed_count"] == 2
@@ -67,7 +67,7 @@ def test_features_section(tmp_path, params_factory, cli):
     assert all(x["mean_prefill_ms"] > 0 and x["mean_decode_ms"] > 0 for x in m["pd_split"]["mixes"])
 
     d = m["disaggregated_prefill"]
-    assert d["kv_loaded_tokens"] > 0 and d["kv_store_bytes"] > 0 and 0 <= d["identical_rate"] <= 1
+    assert d["kv_loaded_tokens"] > 0 and d["kv_store_bytes"] > 0 and 0 <= d["same_as_single_rate"] <= 1
     # two live servers behind the proxy: each part of the disaggregated TTFT was measured
     assert d["topology"] == "prefill server + decode server + proxy"
     assert d["mean_prefill_instance_ms"] > 0 and d["mean_decode_first_token_ms"] > 0

@@ -189,7 +189,7 @@ def test_failed_and_skipped_entries_inside_blocks_fit():
                 types.SimpleNamespace(num_speculative_tokens=3, ngram_prompt_lookup_min=2,
                                       ngram_prompt_lookup_max=4), "ngram"),
                       **no_counters, "elapsed_s": 1.0, "output_tokens": 8, "output_tok_per_s": 8.0,
-                      "e2e_speedup": 1.0, "identical_outputs": 2, "identical_rate": 1.0}}
+                      "e2e_speedup": 1.0, "same_as_baseline_outputs": 2, "same_as_baseline_rate": 1.0}}
     assert metrics_problems(MODELS["features"], {"speculative": spec}) == []
     # a benchmark with no data source, a logprob method that does not apply, baselines not judged
     bench = {"ceval": {"status": "skipped", "reason": "no source", "provenance": {}},

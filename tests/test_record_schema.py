@@ -70,3 +70,18 @@ def test_report_command_rerenders_from_records_only(tmp_path):
     assert digest == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (run / "records").iterdir()}
     bad = _cli("report", str(tmp_path / "nope"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a run directory" in bad.stderr
+
+
+def test_a_schema_1_record_is_read_in_the_current_layout():
+    """The golden fixture is a schema-1 run: every reader gets it upgraded (renamed keys), verify
+    passes on it, and a record from a newer ascendeval is named as such."""
+    raw = json.loads((GOLDEN / "records" / "features.json").read_text())
+    assert raw["schema_version"] == 1 and "identical_rate" in raw["metrics"]["speculative"]["ngram"]
+    up = records.load(GOLDEN, "features")
+    assert up["schema_version"] == records.SCHEMA_VERSION
+    assert up["metrics"]["speculative"]["ngram"]["same_as_baseline_rate"] == raw["metrics"]["speculative"]["ngram"]["identical_rate"]
+    perf = records.load(GOLDEN, "performance")["metrics"]
+    assert "param_count" in perf["plan"]["model"] and "num_parameters" not in perf["plan"]["model"]
+    assert records.model_problems("features", up["metrics"]) == []
+    newer = {**up, "schema_version": records.SCHEMA_VERSION + 1}
+    assert any("upgrade ascendeval to read it" in p for p in records.validate_record(newer))

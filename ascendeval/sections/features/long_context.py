@@ -110,30 +110,30 @@ def long_context_plot(run: SectionRun, on: Table | None, off: Table | None) -> P
     """TTFT and decode speed vs input length, chunked prefill on (and off when measured)."""
     if on is None:
         raise SectionSkipped("no long-context sweep to plot")
-    import matplotlib
+    from ... import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    for t in (on, off):
-        if t is None:
-            continue
-        xs = [r["input_len"] for r in t.rows]
-        label = t.rows[0]["mode"].replace("_", " ")
-        ax[0].plot(xs, [r["ttft_ms"] for r in t.rows], marker="o", label=label)
-        ax[1].plot(xs, [r["decode_tok_per_s"] for r in t.rows], marker="o", label=label)
-    for a, title, unit in ((ax[0], "TTFT vs input length", "ms"), (ax[1], "decode speed vs input length", "tok/s")):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("input tokens")
-        a.set_ylabel(unit)
-        a.set_title(title)
-        a.grid(alpha=0.3)
-        a.legend()
-    fig.suptitle(f"{run.cfg.model.short_name} on {run.cfg.target.engine}/{run.cfg.target.device}")
-    fig.tight_layout()
-    path = run.artifact_path("long_context.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    word = plotting.word
+    target = f"{run.cfg.target.engine}/{run.cfg.target.device}"
+    lengths = sorted({r["input_len"] for t in (on, off) if t is not None for r in t.rows})
+    with plotting.style(plotting.language(run)) as (plt, lang):
+        fig, ((a, b),) = plotting.figure(plt, 3.9, ncols=2)
+        for t, style in ((on, "o-"), (off, "s--")):
+            if t is None:
+                continue
+            xs = [r["input_len"] for r in t.rows]
+            label = word(lang, t.rows[0]["mode"]) if t.rows[0]["mode"] in plotting.WORDS else t.rows[0]["mode"]
+            a.plot(xs, [r["ttft_ms"] for r in t.rows], style, label=label)
+            b.plot(xs, [r["decode_tok_per_s"] for r in t.rows], style, label=label)
+        for ax, title, ylabel in ((a, "ttft_vs_len", word(lang, "ttft_ms")),
+                                  (b, "decode_vs_len", word(lang, "tok_s", what=word(lang, "decode_speed")))):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(lengths, [str(x) for x in lengths])  # the measured lengths, not powers of two between
+            ax.set_xlabel(word(lang, "input_axis"))
+            ax.set_ylabel(ylabel)
+            ax.set_title(word(lang, title))
+        b.set_ylim(0, b.get_ylim()[1] * 1.08)  # speeds from zero, with room above the top point
+        fig.suptitle(word(lang, "long_context", model=run.cfg.model.short_name, target=target))
+        plotting.legend_below(fig, *a.get_legend_handles_labels())
+        path = plotting.save(fig, run.artifact_path("long_context.png"))
     return Plot(str(path))
 

@@ -97,8 +97,8 @@ class SpeculativeMethod(Acceptance):
     output_tokens: int
     output_tok_per_s: float
     e2e_speedup: float | None
-    identical_outputs: int  # prompts with the baseline's greedy tokens
-    identical_rate: float
+    same_as_baseline_outputs: int  # prompts with the baseline's greedy tokens
+    same_as_baseline_rate: float
 
 
 class SpeculativeMethodFailed(MetricsModel):
@@ -187,7 +187,7 @@ class DisaggregatedPrefill(MetricsModel):
     mean_decode_first_token_ms: float | None
     mean_single_tpot_ms: float | None
     mean_disagg_tpot_ms: float | None
-    identical_rate: float | None
+    same_as_single_rate: float | None  # disaggregated output = the single server's, per prompt
 
 
 # --------------------------------------------------------------------------- long context

@@ -169,7 +169,7 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
                "mean_decode_first_token_ms": _mean(df, "decode_first_token_ms"),
                "mean_single_tpot_ms": _mean(df, "single_tpot_ms"),
                "mean_disagg_tpot_ms": _mean(df, "disagg_tpot_ms"),
-               "identical_rate": _mean(df, "identical")}
+               "same_as_single_rate": _mean(df, "identical")}
     run.add("disaggregated_prefill", summary)
     if not loaded:
         raise RuntimeError(f"the decode server loaded no KV through {c.kv_connector} (external prefix-cache "

@@ -137,7 +137,7 @@ def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
         summary[method] = {"status": "ok", "speculative_config": spec_config(c, method), **acc,
                            "elapsed_s": sum(walls), "output_tokens": n_tok, "output_tok_per_s": n_tok / sum(walls),
                            "e2e_speedup": safe_ratio(sum(base_walls), sum(walls)),
-                           "identical_outputs": same, "identical_rate": same / len(prompts)}
+                           "same_as_baseline_outputs": same, "same_as_baseline_rate": same / len(prompts)}
     summary["num_prompts"] = len(prompts)
     run.save_rows("speculative_requests", rows)
     run.add("speculative", summary)
@@ -145,7 +145,7 @@ def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
         raise RuntimeError("; ".join(f"{k}: {v}" for k, v in failures.items()))
     table = [{"method": k, **{kk: v.get(kk) for kk in ("status", "acceptance_rate", "mean_acceptance_length",
                                                        "per_position_acceptance_rate", "output_tok_per_s",
-                                                       "e2e_speedup", "identical_rate", "reason")}}
+                                                       "e2e_speedup", "same_as_baseline_rate", "reason")}}
              for k, v in summary.items() if isinstance(v, dict) and k != "baseline"]
     return Table("speculative", table, summary)
 
