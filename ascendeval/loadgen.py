@@ -283,46 +283,59 @@ def _connector(max_concurrency: int | None) -> aiohttp.TCPConnector:
 async def _run_load_async(
     ep: Endpoint, prompts: Sequence[str | list[int]], max_tokens: Sequence[int], prompt_tokens: Sequence[int | None],
     spec: LoadSpec, warmup_requests: int, progress: bool, warmup_prompts: list[str | list[int]] | None = None,
+    warmup_as_load: bool = False,
 ) -> LoadRun:
     timeout = aiohttp.ClientTimeout(total=ep.timeout_s, sock_connect=30)
     async with aiohttp.ClientSession(connector=_connector(spec.max_concurrency), timeout=timeout,
                                      read_bufsize=1 << 20) as session:
-        warm: list[RequestResult] = []
-        for i in range(warmup_requests):  # sequential: warms the server, the pool and our code paths
-            j = i % len(prompts)
-            if warmup_prompts:
-                r = await stream_request(session, ep, -1 - i, warmup_prompts[i % len(warmup_prompts)], max_tokens[j])
+        sem = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+
+        async def send(i: int, prompt: str | list[int], n_out: int, n_in: int | None, at: float, bar: Any) -> RequestResult:
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if sem is None:
+                r = await stream_request(session, ep, i, prompt, n_out, n_in)
             else:
-                r = await stream_request(session, ep, -1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
+                async with sem:
+                    r = await stream_request(session, ep, i, prompt, n_out, n_in)
+            if bar is not None:
+                bar.update(1)
+            return r
+
+        warm: list[RequestResult] = []
+        if warmup_as_load and warmup_prompts:
+            # the timed run's own load, once, untimed: the server meets every batch shape of the
+            # point before it is measured (kernels built per shape on first use would otherwise be
+            # timed, and the first point would read slower than the same point measured later)
+            offsets = arrival_offsets(len(warmup_prompts), spec.request_rate, spec.burstiness, spec.seed + 1)
+            t0 = time.perf_counter()
+            warm = list(await asyncio.gather(*(
+                send(-1 - i, p, max_tokens[i % len(max_tokens)], None, t0 + offsets[i], None)
+                for i, p in enumerate(warmup_prompts))))
+        else:
+            for i in range(warmup_requests):  # sequential: warms the server, the pool and our code paths
+                j = i % len(prompts)
+                if warmup_prompts:
+                    r = await stream_request(session, ep, -1 - i, warmup_prompts[i % len(warmup_prompts)], max_tokens[j])
+                else:
+                    r = await stream_request(session, ep, -1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
+                warm.append(r)
+        for r in warm:
             r.warmup = True
-            warm.append(r)
         if warm and not any(r.success for r in warm):
             raise EndpointError(f"all {len(warm)} warm-up requests to {ep.url} failed: {warm[0].error}")
 
         offsets = arrival_offsets(len(prompts), spec.request_rate, spec.burstiness, spec.seed)
-        sem = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(prompts), desc=spec.label(), leave=False)
-
-        async def one(i: int, t0: float) -> RequestResult:
-            delay = t0 + offsets[i] - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if sem is None:
-                r = await stream_request(session, ep, i, prompts[i], max_tokens[i], prompt_tokens[i])
-            else:
-                async with sem:
-                    r = await stream_request(session, ep, i, prompts[i], max_tokens[i], prompt_tokens[i])
-            if bar is not None:
-                bar.update(1)
-            return r
-
         started_at = time.time()
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(i, t0) for i in range(len(prompts))))
+        results = await asyncio.gather(*(send(i, prompts[i], max_tokens[i], prompt_tokens[i], t0 + offsets[i], bar)
+                                         for i in range(len(prompts))))
         duration = time.perf_counter() - t0
         if bar is not None:
             bar.close()
@@ -344,12 +357,15 @@ def run_load(
     warmup_requests: int = 1,
     progress: bool = False,
     warmup_prompts: Sequence[str | list[int]] | None = None,
+    warmup_as_load: bool = False,
 ) -> LoadRun:
     """Send `prompts` with the arrival process of `spec`; return every row. Raises EndpointError
     only when nothing could be measured (all warm-up requests failed).
 
     Warm-up requests send `warmup_prompts` when given, else the first prompts again; against a
-    server with prefix caching on, the latter makes the timed requests for those prompts cache hits."""
+    server with prefix caching on, the latter makes the timed requests for those prompts cache hits.
+    `warmup_as_load`: the warm-up prompts go out with the timed run's arrival process and
+    concurrency (all of them, untimed) instead of `warmup_requests` one at a time."""
     if not prompts:
         raise ValueError("no prompts to send: num_prompts must be >= 1")
     spec = spec or LoadSpec()
@@ -362,7 +378,11 @@ def run_load(
         raise ValueError("max_tokens must be >= 1 for every request")
     pt = list(prompt_tokens) if prompt_tokens is not None else [None] * len(prompts)
     warm = list(warmup_prompts) if warmup_prompts else None
-    return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm)
+    if warmup_as_load and not warm:
+        raise ValueError("warmup_as_load needs warmup_prompts (fresh prompts: a replay of the timed ones "
+                         "would make them prefix-cache hits)")
+    return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm,
+                      warmup_as_load)
 
 
 # --------------------------------------------------------------------------- endpoint checks

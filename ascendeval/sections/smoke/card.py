@@ -9,6 +9,7 @@ from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label
 from ...report.verdicts import Summary, figure
 from .metrics import SmokeMetrics
+from .prompts import EXPECTED, as_expected
 
 
 def render(b: CardBuilder) -> None:
@@ -33,8 +34,9 @@ def render(b: CardBuilder) -> None:
     prompts = d.rows("smoke", "prompts")
     if prompts:
         b.add(f"### {L(lang, 'smoke_prompts')}")
-        b.add(md_table([L(lang, "kind"), L(lang, "prompt"), L(lang, "output"), L(lang, "tokens"), L(lang, "latency_s")],
-                       [(r.get("kind"), r.get("prompt"), r.get("output"), fmt(r.get("output_tokens")),
+        b.add(md_table([L(lang, "kind"), L(lang, "prompt"), L(lang, "output"), L(lang, "judgement"), L(lang, "tokens"),
+                        L(lang, "latency_s")],
+                       [(r.get("kind"), r.get("prompt"), r.get("output"), judgement(r, lang), fmt(r.get("output_tokens")),
                          fmt(r.get("latency_s"), "latency_s")) for r in prompts]))
         b.kv_table("smoke", m.get("prompts"), kinds=["prompts"])
         b.image("artifacts/report_smoke_latency.png", "latency per prompt")
@@ -50,6 +52,19 @@ def render(b: CardBuilder) -> None:
 
 
 
+def judgement(row: dict[str, Any], lang: str) -> str:
+    """One line on one output: empty, broken characters, or whether it holds the expected answer
+    (from the row; rows of older runs are judged by the same rule, steps.as_expected)."""
+    output = str(row.get("output") or "")
+    if not output.strip():
+        return L(lang, "judge_empty")
+    hit = row["as_expected"] if "as_expected" in row else as_expected(str(row.get("prompt")), output)
+    want = " / ".join(EXPECTED.get(str(row.get("prompt")), ()))
+    text = {True: L(lang, "judge_ok", expected=want), False: L(lang, "judge_miss", expected=want),
+            None: L(lang, "judge_open")}[hit]
+    return text + (" " + L(lang, "judge_bytes") if "\ufffd" in output else "")
+
+
 def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
     """Pass unless a prompt produced no text or greedy repeats differ (warn)."""
     load = opt(m, "load.load_s")
@@ -59,6 +74,10 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
     empty = opt(m, "prompts.empty_outputs") or 0
     rate = opt(m, "determinism.identical_rate")
     figures = [figure("load_s", load, L(lang, "cond_load", engine=engine, dtype=dtype or "—"), lang)]
+    known, hits = opt(m, "prompts.expected_count"), opt(m, "prompts.as_expected_count")
+    if known:
+        figures.append(figure("as_expected_count", hits, L(lang, "cond_expected", n=known), lang,
+                              shown=f"{hits} / {known}"))
     if m.prompts:
         figures.append(figure("empty_outputs", empty, L(lang, "cond_prompts", n=n), lang))
     if rate is not None:
@@ -68,6 +87,8 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
     state, note = "pass", L(lang, "note_smoke", answered=n - empty, n=n, identical=fmt(rate, "identical_rate", lang))
     if rate is not None and rate < 1:
         state, note = "warn", f"{metric_label('identical_rate', lang)} = {fmt(rate, 'identical_rate', lang)}"
+    if known and hits < known:
+        state, note = "warn", L(lang, "note_expected", miss=known - hits, n=known)
     if empty:
         state, note = "warn", f"{metric_label('empty_outputs', lang)} = {empty}"
     sentence = L(lang, "s_smoke", load=fmt(load, "load_s", lang) + " s", answered=n - empty, n=n,

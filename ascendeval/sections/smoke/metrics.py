@@ -42,6 +42,8 @@ class Prompts(MetricsModel):
     max_latency_s: float
     min_latency_s: float
     empty_outputs: int
+    expected_count: int  # prompts with a known answer (steps.EXPECTED)
+    as_expected_count: int  # of those, outputs that contain it
 
 
 class Chat(MetricsModel):

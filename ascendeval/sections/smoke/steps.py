@@ -15,22 +15,7 @@ from ... import device as device_mod
 from ...context import SectionRun, SectionSkipped
 from ...engines import Engine, Generation, Sampling
 from ...metrics import first_difference
-
-# Ten varied prompts (base-model completion style), as in the reference reports: knowledge,
-# arithmetic, sequence, code, Chinese.
-DEFAULT_PROMPTS: list[tuple[str, str]] = [
-    ("en-knowledge", "The capital of France is"),
-    ("en-knowledge", "The chemical symbol for water is"),
-    ("en-prose", "Once upon a time, in a small village,"),
-    ("arithmetic", "Question: What is 12 + 7?\nAnswer:"),
-    ("arithmetic", "Complete the sequence: 2, 4, 6, 8,"),
-    ("code", "def add(a, b):\n    return"),
-    ("code", 'print("Hello, world!")  # Output:'),
-    ("zh", "中国的首都是"),
-    ("zh", "人工智能的英文缩写是"),
-    ("en-instruction", "List three colors:"),
-]
-
+from .prompts import DEFAULT_PROMPTS, EXPECTED, as_expected
 
 def _prompts(run: SectionRun) -> list[tuple[str, str]]:
     conf = run.conf
@@ -153,6 +138,7 @@ def _row(kind: str, prompt: str, g: Generation) -> dict[str, Any]:
     return {"kind": kind, "prompt": prompt, "output": g.text, "output_tokens": n, "latency_s": e2e,
             "ttft_ms": g.timing.ttft_s * 1000 if g.timing.ttft_s is not None else None,
             "tok_per_s": n / e2e if n and e2e > 0 else None, "finish_reason": g.finish_reason,
+            "expected": " / ".join(EXPECTED.get(prompt, ())) or None, "as_expected": as_expected(prompt, g.text),
             "token_ids": g.token_ids}
 
 
@@ -168,8 +154,10 @@ def run_prompts(run: SectionRun, loaded: Loaded | None) -> PromptRows:
     rows = [_row(kind, p, eng.generate([p], _greedy(run))[0]) for kind, p in _prompts(run)]
     run.save_rows("prompts", rows)
     lat = [r["latency_s"] for r in rows]
+    judged = [r["as_expected"] for r in rows if r["as_expected"] is not None]
     run.add("prompts", {"count": len(rows), "mean_latency_s": sum(lat) / len(lat), "max_latency_s": max(lat),
-                        "min_latency_s": min(lat), "empty_outputs": sum(1 for r in rows if not r["output"].strip())})
+                        "min_latency_s": min(lat), "empty_outputs": sum(1 for r in rows if not r["output"].strip()),
+                        "expected_count": len(judged), "as_expected_count": sum(judged)})
     return PromptRows(rows)
 
 
