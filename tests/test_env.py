@@ -43,7 +43,7 @@ def test_versions_keys_and_values():
 
 
 def test_versions_does_not_import_vllm():
-    code = "import sys; from ascendeval import env; env.versions(); print('vllm' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys; from ascendeval.sections.environment import probe; probe.versions(); print('vllm' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
