@@ -8,7 +8,7 @@ from ...report.builder import CardBuilder, is_scalar, plots_of
 from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label, verdict_label
 from ...report.verdicts import Summary, figure
-from .metrics import PrecisionMetrics
+from .metrics import PrecisionMetrics, TeacherForcedReturned
 
 
 def render(b: CardBuilder) -> None:
@@ -29,8 +29,7 @@ def render(b: CardBuilder) -> None:
         b.add(f"### {L(lang, 'prec_verdict')}")
         b.add(md_table([L(lang, "metric"), L(lang, "measured"), "", L(lang, "threshold"), L(lang, "verdict")],
                        [(metric_label(c.get("metric", ""), lang), fmt(c.get("measured"), c.get("metric", "")), c.get("op"),
-                         fmt(c.get("threshold"), c.get("metric", "")),
-                         verdict_label({True: "pass", False: "fail"}.get(c.get("passed"), "none"), lang))
+                         fmt(c.get("threshold"), c.get("metric", "")), _check_verdict(c, get(m, "teacher_forced.scope"), lang))
                         for c in checks]), b.source("precision"))
     fr = m.get("free_running")
     if isinstance(fr, dict):
@@ -38,6 +37,15 @@ def render(b: CardBuilder) -> None:
         b.kv_table("precision", fr, kinds=["free_running"])
     plots_of(b, "precision")
 
+
+
+def _check_verdict(check: dict[str, Any], scope: str | None, lang: str) -> str:
+    """A threshold's verdict; one on a full-vocabulary figure that this target's scope cannot give
+    (it returned its top-N logprobs only) is said to be not applicable, not "not measured"."""
+    if check.get("passed") is None and scope == "target_returned" \
+            and check.get("metric") not in TeacherForcedReturned.model_fields:
+        return L(lang, "not_applicable_scope")
+    return verdict_label({True: "pass", False: "fail"}.get(check.get("passed"), "none"), lang)
 
 
 def summary(m: PrecisionMetrics, params: dict[str, Any], lang: str) -> Summary:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...report.builder import CardBuilder, plots_of
-from ...report.cells import fmt, get, md_table
+from ...report.cells import md_escape, fmt, get, md_table
 from ...report.text import L, metric_label, verdict_label
 from ...report.verdicts import Figure, Summary, figure
 from .metrics import QualityMetrics
@@ -18,10 +18,7 @@ def render(b: CardBuilder) -> None:
         return
     m = d.rec("quality")["metrics"]
     if isinstance(m.get("suites"), dict):
-        b.add(f"### {L(lang, 'qual_suites')}")
-        b.kv_table("quality", m["suites"], kinds=["suites"])
-        if isinstance(m.get("reference"), dict):
-            b.kv_table("quality", m["reference"])
+        _suites(b, m)
     bench = m.get("benchmarks")
     if isinstance(bench, dict) and bench:
         b.add(f"### {L(lang, 'qual_bench')}")
@@ -34,7 +31,10 @@ def render(b: CardBuilder) -> None:
             if not scores:
                 rows.append((shown, "—", "—", "—", L(lang, r.get("status", "skipped")), r.get("reason") or ""))
             for method, s in scores.items():
-                rows.append((shown, method, fmt(s.get("accuracy"), "accuracy"), fmt(s.get("num_items")),
+                acc = fmt(s.get("accuracy"), "accuracy")
+                if s.get("accuracy_stderr") is not None:
+                    acc += f" ± {fmt(s['accuracy_stderr'], 'accuracy')}"
+                rows.append((shown, method, acc, fmt(s.get("num_items")),
                              L(lang, r.get("status", "ok")), get(r, "provenance.source") or ""))
         b.add(md_table([L(lang, "metric"), L(lang, "method"), L(lang, "accuracy"), L(lang, "items"), L(lang, "status"),
                         L(lang, "note")], rows),
@@ -50,6 +50,40 @@ def render(b: CardBuilder) -> None:
                          + (f" ({r['reason']})" if r.get("reason") else "")) for r in bl]), b.source("quality"))
     plots_of(b, "quality")
 
+
+
+def _suites(b: CardBuilder, m: dict[str, Any]) -> None:
+    """Per suite, the target beside the reference engine on the same items (from the suites
+    sidecar), then one example per suite with both outputs judged."""
+    lang = b.lang
+    rows = b.d.rows("quality", "suites")
+    ref = m.get("reference") if isinstance(m.get("reference"), dict) else None
+    b.add(f"### {L(lang, 'qual_suites')}")
+    if ref:
+        b.add(L(lang, "qual_vs_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device")))
+    if not rows:
+        b.kv_table("quality", m["suites"], kinds=["suites"])
+        return
+    def suite_name(suite: str) -> str:  # "QA suite" / "问答套件", from the catalog's pass-rate label
+        return metric_label(f"{suite}_pass_rate", lang).removesuffix(" pass rate").removesuffix("通过率")
+
+    table = []
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        items = [r for r in rows if r["suite"] == suite]
+        rate = lambda key: sum(bool(r.get(key)) for r in items) / len(items)  # noqa: E731
+        has_ref = all("reference_passed" in r for r in items)
+        table.append((suite_name(suite), len(items), fmt(rate("passed"), "pass_rate"),
+                      fmt(rate("reference_passed"), "pass_rate") if has_ref else "—",
+                      fmt(rate("same_as_reference"), "same_output_rate") if has_ref else "—"))
+    b.add(md_table([L(lang, "suite"), L(lang, "items"), L(lang, "target_pass"), L(lang, "reference_pass"),
+                    metric_label("same_output_rate", lang)], table), b.source("quality", ["suites"]))
+    examples = [next(r for r in rows if r["suite"] == s) for s in dict.fromkeys(r["suite"] for r in rows)]
+    mark = lambda ok: "✅" if ok else "❌"  # noqa: E731
+    b.add(f"#### {L(lang, 'qual_examples')}")
+    b.add(md_table([L(lang, "suite"), L(lang, "prompt"), L(lang, "target_output"), L(lang, "reference_output")],
+                   [(suite_name(r["suite"]), r["prompt"], f"{mark(r.get('passed'))} {md_escape(r.get('output'), 100)}",
+                     f"{mark(r.get('reference_passed'))} {md_escape(r.get('reference_output'), 100)}"
+                     if "reference_output" in r else "—") for r in examples]), b.source("quality", ["suites"]))
 
 
 def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
