@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import catalog
 from ...report.builder import CardBuilder, is_scalar, plots_of, table_of
 from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label
@@ -17,9 +18,15 @@ def render(b: CardBuilder) -> None:
     if not b.status_line("performance"):
         return
     m = d.rec("performance")["metrics"]
+    params = get(d.rec("performance"), "params.performance") or {}
+    typed = d.metrics("performance")
+    engine = opt(typed, "engine.engine") or "vllm"
     lat = m.get("latency")
     if isinstance(lat, dict):
-        b.add(f"### {L(lang, 'perf_latency')}")
+        lp = params.get("latency") or {}
+        b.add(f"### {L(lang, 'perf_latency')}: " + L(lang, "cond_latency", batch=lp.get("batch_size", "?"),
+                                                      input_len=lp.get("input_len", "?"),
+                                                      output_len=lp.get("output_len", "?")))
         b.kv_table("performance", lat, ["input_len", "output_len", "batch_size", "avg_latency_s", "p50_latency_s",
                                         "p90_latency_s", "p99_latency_s", "prompt_tok_per_s", "generation_tok_per_s"],
                    kinds=["latency"])
@@ -31,7 +38,10 @@ def render(b: CardBuilder) -> None:
               b.source("performance", ["latency"]))
     thr = m.get("throughput")
     if isinstance(thr, dict):
-        b.add(f"### {L(lang, 'perf_throughput')}")
+        n = thr.get("num_requests") or 1
+        b.add(f"### {L(lang, 'perf_throughput')}: " + L(lang, "cond_throughput", num=n,
+                                                         input_len=(thr.get("total_input_tokens") or 0) // n,
+                                                         output_len=(thr.get("total_output_tokens") or 0) // n))
         b.kv_table("performance", thr)
     split = m.get("prefill_decode")
     if split:
@@ -41,12 +51,14 @@ def render(b: CardBuilder) -> None:
     if isinstance(graph, dict) and (graph.get("eager") or graph.get("graph")):
         b.add(f"### {L(lang, 'perf_graph')}")
         keys = sorted({k for side in ("eager", "graph") for k, v in (graph.get(side) or {}).items() if is_scalar(v)})
-        b.add(md_table([L(lang, "metric"), "eager", "graph"],
-                       [(metric_label(k, lang), fmt(get(graph, f"eager.{k}"), k), fmt(get(graph, f"graph.{k}"), k))
-                        for k in keys]), b.source("performance"))
+        b.add(md_table([L(lang, "metric"), "eager", "graph", L(lang, "graph_gain")],
+                       [(metric_label(k, lang), fmt(get(graph, f"eager.{k}"), k), fmt(get(graph, f"graph.{k}"), k),
+                         _gain(k, get(graph, f"eager.{k}"), get(graph, f"graph.{k}"))) for k in keys]),
+              L(lang, "graph_gain_note"), b.source("performance"))
     sm = m.get("serving_main")
     if isinstance(sm, dict):
-        b.add(f"### {L(lang, 'perf_serving')}")
+        b.add(f"### {L(lang, 'perf_serving')}: "
+              + serving_conditions(typed.serving_main, params.get("serving") or {}, engine, lang))
         b.kv_table("performance", sm, ["num_requests", "completed_count", "failed_count", "request_rate_label",
                                        "max_concurrency", "request_throughput_req_per_s", "output_tok_per_s",
                                        "peak_output_tok_per_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
@@ -64,6 +76,16 @@ def render(b: CardBuilder) -> None:
         b.kv_table("performance", mem)
     plots_of(b, "performance")
 
+
+
+def _gain(key: str, eager: Any, graph: Any) -> str:
+    """How many times better graph mode is than eager on one figure (by the catalog's `better`
+    direction: 2.00x = twice the throughput or half the latency); blank where neither is better."""
+    metric = catalog.get(key)
+    if metric is None or metric.better is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          and v > 0 for v in (eager, graph)):
+        return ""
+    return f"{(graph / eager if metric.better == 'higher' else eager / graph):.2f}x"
 
 
 def serving_conditions(point: Any, serving_params: dict[str, Any], engine: str, lang: str) -> str:
