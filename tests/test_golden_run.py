@@ -73,3 +73,25 @@ def test_model_page_of_the_golden_run(run_dir, lang):
     # the deciding figure of the failed precision verdict, with its threshold
     assert ("Top-1 token agreement 98.91% (threshold >= 99.00%)" if lang == "en" else
             "Top-1 token 一致率 98.91%（阈值 >= 99.00%）") in page
+
+
+def test_the_chinese_card_has_no_english_text_of_its_own(run_dir):
+    """Every phrase the card writes itself (card_text.yaml, metric labels) appears in the zh page
+    and the zh full report in Chinese: no English fragment of ours is left in them. Recorded data
+    (prompts, outputs, paths, recorded reasons) is shown as recorded."""
+    from ascendeval import catalog
+    from ascendeval.report.text import card_text
+
+    data = report.load_run(run_dir)
+    zh = report.build_page(data, "zh").markdown + report.build_card(data, "zh").markdown
+    fragments = set()
+    for key, entry in card_text().items():
+        en, cn = entry.get("en"), entry.get("zh")
+        if isinstance(en, str) and en != cn:
+            fragments |= {f.strip() for f in re.split(r"\{[a-z_]+\}", en) if len(f.strip()) >= 12}
+    for metric in catalog.catalog().values():
+        en, cn = metric.label("en"), metric.label("zh")
+        if en != cn and len(en) >= 12 and " " in en:
+            fragments.add(en)
+    left = sorted(f for f in fragments if f in zh)
+    assert left == [], left[:10]

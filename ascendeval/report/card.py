@@ -141,7 +141,7 @@ def _sec_timing(b: CardBuilder) -> None:
         table.append((L(lang, "total"), L(lang, "kind_run"), fmt(total, "wall_s")))
     b.add(md_table([L(lang, "what"), L(lang, "kind"), L(lang, "wall_s")], table),
           f"<sub>{L(lang, 'source')}: [run.json](run.json) · records/*.json `engine_starts`</sub>")
-    b.image("artifacts/report_wall_times.png", "wall times")
+    b.image("artifacts/report_wall_times.png", L(lang, "wall_times"))
 
 
 def _sec_files(b: CardBuilder) -> None:

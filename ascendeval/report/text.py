@@ -83,3 +83,19 @@ def metric_label(key: str, lang: str = "en") -> str:
     text = text[:1].upper() + text[1:] if lang == "en" else text
     return f"{text} ({unit})" if unit else text
 
+
+
+def seam_text(verdict: str | None, lang: str) -> str:
+    """The vLLM seam's recorded verdict (engines/vllm_contract.verdict, English in the record) in
+    the card's language."""
+    import re
+
+    if not verdict:
+        return "—"
+    for pattern, key in ((r"contract checked$", "seam_checked"), (r"vLLM not installed$", "seam_absent"),
+                         (r"unsupported: (\d+) required items missing$", "seam_unsupported"),
+                         (r"untested version: (\d+) items unknown$", "seam_untested")):
+        m = re.match(pattern, verdict)
+        if m:
+            return L(lang, key, n=m.group(1) if m.groups() else "")
+    return verdict

@@ -7,7 +7,7 @@ from typing import Any
 from ...report.builder import CardBuilder
 from ...report.cells import fmt, get, md_table, opt
 from ...report.rundata import RunData
-from ...report.text import L, metric_label
+from ...report.text import L, metric_label, seam_text
 from ...report.verdicts import Figure, Summary, figure
 from .metrics import EnvironmentMetrics
 
@@ -25,7 +25,7 @@ def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
                 seam = sysinfo.get("vllm_seam") or {}
                 if name == "vllm" and pk[name] and seam.get("verdict"):
                     # the seam's word on this version: contract checked / untested version
-                    note = f"{seam['verdict']}" + (f" ({', '.join(seam['optional_absent'])}: "
+                    note = seam_text(seam["verdict"], lang) + (f" ({', '.join(seam['optional_absent'])}: "
                                                    f"{L(lang, 'not_reported_by_version')})"
                                                    if seam.get("optional_absent") else "")
                 rows.append((label, pk[name] or L(lang, "absent"), note))
@@ -74,7 +74,7 @@ def render(b: CardBuilder) -> None:
 def summary(m: EnvironmentMetrics, params: dict[str, Any], lang: str) -> Summary:
     """The probes ran: the environment is described, nothing is judged against a threshold."""
     packages = opt(m, "system.packages") or {}
-    seam = opt(m, "system.vllm_seam.verdict") or "—"
+    seam = seam_text(opt(m, "system.vllm_seam.verdict"), lang)
     device = opt(m, "target_device.name") or "—"
     figures = [Figure("vLLM", packages.get("vllm") or L(lang, "absent"), seam)]
     roof = m.roofline

@@ -39,7 +39,7 @@ def render(b: CardBuilder) -> None:
                        [(r.get("kind"), r.get("prompt"), r.get("output"), judgement(r, lang), fmt(r.get("output_tokens")),
                          fmt(r.get("latency_s"), "latency_s")) for r in prompts]))
         b.kv_table("smoke", m.get("prompts"), kinds=["prompts"])
-        b.image("artifacts/report_smoke_latency.png", "latency per prompt")
+        b.image("artifacts/report_smoke_latency.png", L(lang, "latency_per_prompt"))
     rows = []
     for key, path in (("identical_rate", "determinism.identical_rate"), ("same_as_offline_rate", "served.same_as_offline_rate"),
                       ("mean_ttft_ms", "served.mean_ttft_ms"), ("requests", "served.requests")):
