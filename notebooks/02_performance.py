@@ -49,7 +49,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval.sections.performance import offline, roofline, serving, setup
+from ascendeval.sections.performance import charts, offline, roofline, serving, setup
 
 run = ascendeval.open_section("performance", params_file, run_dir)
 print(f"run directory: {run.run_dir}")
@@ -104,6 +104,18 @@ run.show("memory", mem)
 graph = run.step("graph_vs_eager", offline.graph_vs_eager, run, pe, plan, lat, thr)
 run.show("graph_vs_eager", graph)
 
+# %% [markdown]
+# ## Charts: graph vs eager, prefill and decode speed per batch size
+#
+# Drawn from the figures recorded above (the record's `graph_vs_eager` and `prefill_decode`);
+# the percentage in each graph-vs-eager panel is the graph mode's change, green where it helps.
+
+# %%
+graph_chart = run.step("graph_chart", charts.graph_vs_eager_chart, run)
+charts.show(graph_chart)
+split_chart = run.step("prefill_decode_chart", charts.prefill_decode_chart, run)
+charts.show(split_chart)
+
 # %%
 run.step("close_engine", setup.close_engine, pe)
 
@@ -118,11 +130,11 @@ run.show("roofline", roof)
 # ## Serving benchmark and sweeps
 
 # %%
-serving = run.step("serving", serving.serving, run, plan)
-run.show("serving", serving)
+served = run.step("serving", serving.serving, run, plan)
+run.show("serving", served)
 
 # %%
-run.step("serving_plots", serving.show_plots, serving)
+run.step("serving_plots", serving.show_plots, served)
 
 # %% [markdown]
 # Read TTFT against the request rate: flat TTFT means the server keeps up; a knee marks where

@@ -108,3 +108,19 @@ def test_bad_inputs():
         loadgen.run_load(ep, ["x"], 4, loadgen.LoadSpec(max_concurrency=0))
     with pytest.raises(ValueError, match="max_tokens"):
         loadgen.run_load(ep, ["x"], 0)
+
+
+def test_warmup_as_load_replays_the_point_untimed(sim):
+    """The first point's warm-up is its own load: all warm-up requests in flight together (the
+    server meets the point's batch shapes), none of them in the timed figures."""
+    ep = loadgen.Endpoint(sim.url, "sim-model")
+    run = loadgen.run_load(ep, ["timed"] * 6, 8, loadgen.LoadSpec(), warmup_prompts=["warm"] * 6,
+                           warmup_as_load=True)
+    assert len(run.warmup) == 6 and all(r.warmup and r.success for r in run.warmup)
+    starts = sorted(r.start_s for r in run.warmup)
+    ends = sorted(r.start_s + r.e2el_s for r in run.warmup)
+    assert starts[-1] < ends[0]  # every warm-up request was in flight at once
+    m = run.metrics()
+    assert m["warmup_count"] == 6 and m["completed_count"] == 6 and m["num_requests"] == 6
+    with pytest.raises(ValueError, match="warmup_as_load needs warmup_prompts"):
+        loadgen.run_load(ep, ["x"], 4, warmup_as_load=True)

@@ -79,6 +79,9 @@ class PerfServingConfig(Strict):
     concurrencies: list[int] = Field(default_factory=lambda: [1, 4, 16], description="concurrency sweep (rate inf)")
     sweep_num_prompts: int | None = Field(None, gt=0, description="prompts per sweep point; default num_prompts")
     warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
+    warmup_load: bool = Field(True, description="before the first point, send its whole load once, untimed, so "
+                              "the server has met every batch shape (the same settings then measure the same "
+                              "later in the run)")
     ignore_eos: bool = Field(True, description="ask for exactly output_len tokens (vLLM/SGLang extension)")
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput SLO on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput SLO on TPOT")

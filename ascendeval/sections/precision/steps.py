@@ -415,72 +415,74 @@ def record(run: Any, reference: Reference | None, tf: TeacherForcedResult | None
 # --------------------------------------------------------------------------- plots
 
 
-def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path) -> Path:
-    """Norm per layer (reference vs target, log scale) and relative difference per layer."""
+def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path, lang: str | None = None) -> Path:
+    """Norm per layer (reference vs target, log scale) and relative difference per layer.
+    lang: en|zh; by default the language of the run whose artifacts/ folder `path` is in."""
 
     if tf is None or not tf.hidden_layers:
         raise SectionSkipped("no hidden states (target is not an hf engine, or hidden_states is off)")
-    import matplotlib
+    from ... import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    word = plotting.word
     layers = [r["layer"] for r in tf.hidden_layers]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    a.plot(layers, [r["ref_mean_norm"] for r in tf.hidden_layers], "o-", label="reference")
-    a.plot(layers, [r["target_mean_norm"] for r in tf.hidden_layers], "x--", label="target")
-    a.set_yscale("log")
-    a.set_xlabel("hidden_states index (0 = embeddings)")
-    a.set_ylabel("mean L2 norm per token")
-    a.legend()
-    a.set_title("hidden-state norm per layer")
-    rel = [r["rel_diff"] if r["rel_diff"] else float("nan") for r in tf.hidden_layers]
-    b.plot(layers, rel, "o-", color="tab:red")
-    if any(x and x > 0 for x in rel if x == x):
-        b.set_yscale("log")
-    b.set_xlabel("hidden_states index")
-    b.set_ylabel("||target - ref|| / ||ref||")
-    b.set_title("relative difference per layer")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    with plotting.style(lang or plotting.language(path)) as (plt, lang):
+        fig, ((a, b),) = plotting.figure(plt, 3.8, ncols=2)
+        a.plot(layers, [r["ref_mean_norm"] for r in tf.hidden_layers], "o-", label=word(lang, "reference"))
+        a.plot(layers, [r["target_mean_norm"] for r in tf.hidden_layers], "x--", label=word(lang, "target"))
+        plotting.log_scale(a, "y")
+        a.set_xlabel(word(lang, "layer_axis"))
+        a.set_ylabel(word(lang, "norm_axis"))
+        a.set_title(word(lang, "hidden_norm"))
+        rel = [r["rel_diff"] if r["rel_diff"] else float("nan") for r in tf.hidden_layers]
+        b.plot(layers, rel, "o-", color="tab:red")
+        if any(x > 0 for x in rel if not math.isnan(x)):
+            plotting.log_scale(b, "y")
+        b.set_xlabel(word(lang, "layer_axis"))
+        b.set_ylabel(word(lang, "rel_axis"))
+        b.set_title(word(lang, "hidden_rel"))
+        plotting.legend_below(fig, *a.get_legend_handles_labels())
+        return plotting.save(fig, path)
 
 
-def plot_positions(tf: TeacherForcedResult | None, path: str | Path) -> Path:
-    """KL (or the renormalised top-N KL) per position, one line per prompt; top-1 flips marked."""
+# prompt lines in muted tab10 colours without its red, which marks the flips alone
+_PROMPT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_FLIP = {"marker": "X", "ms": 10, "color": "#d62728", "mec": "black", "mew": 0.8, "ls": "none", "zorder": 5}
+
+
+def plot_positions(tf: TeacherForcedResult | None, path: str | Path, lang: str | None = None) -> Path:
+    """KL (or the renormalised top-N KL) per position, one line per prompt; top-1 flips marked.
+    lang: en|zh; by default the language of the run whose artifacts/ folder `path` is in."""
     if tf is None:
         raise SectionSkipped("needs the teacher-forced comparison (step 'teacher_forced' produced none)")
     if not tf.rows:
         raise RuntimeError("no teacher-forced rows to plot")
-    import matplotlib
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ... import plotting
 
+    word = plotting.word
     key = "kl" if tf.scope == pm.SCOPE_FULL else "kl_returned_renorm"
-    fig, ax = plt.subplots(figsize=(9, 3.8))
     by_prompt: dict[str, list[dict[str, Any]]] = {}
     for r in tf.rows:
         by_prompt.setdefault(r["prompt_id"], []).append(r)
-    for pid, rs in by_prompt.items():
-        xs = [r["position"] for r in rs]
-        ys = [max(r[key], 1e-12) if r[key] is not None else float("nan") for r in rs]
-        line, = ax.plot(xs, ys, "-", lw=1, label=pid)
-        flips = [(x, y) for x, y, r in zip(xs, ys, rs) if not r["top1_match"]]
+    with plotting.style(lang or plotting.language(path)) as (plt, lang):
+        fig, ((ax,),) = plotting.figure(plt, 4.4)
+        flips: list[tuple[float, float]] = []
+        for i, (pid, rs) in enumerate(by_prompt.items()):
+            xs = [r["position"] for r in rs]
+            ys = [max(r[key], 1e-12) if r[key] is not None else float("nan") for r in rs]
+            ax.plot(xs, ys, "-", lw=1.2, alpha=0.8, color=_PROMPT_COLOURS[i % len(_PROMPT_COLOURS)], label=pid)
+            flips += [(x, y) for x, y, r in zip(xs, ys, rs) if not r["top1_match"]]
         if flips:
-            ax.plot(*zip(*flips), "x", color=line.get_color(), ms=7)
-    ax.set_yscale("log")
-    ax.set_xlabel("position in reference sequence")
-    ax.set_ylabel(key + (" (nats)" if key == "kl" else " (nats, on returned ids)"))
-    ax.set_title(f"teacher-forced divergence per position ({tf.scope}); x = top-1 differs")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+            ax.plot(*zip(*flips), **_FLIP)
+        plotting.log_scale(ax, "y")
+        ax.set_xlabel(word(lang, "position_axis"))
+        ax.set_ylabel(word(lang, "kl_full" if key == "kl" else "kl_returned"))
+        ax.set_title(word(lang, "positions"))
+        handles, labels = ax.get_legend_handles_labels()
+        flip_handle = Line2D([], [], **_FLIP)
+        plotting.legend_below(fig, [flip_handle, *handles], [word(lang, "flips", n=len(flips)), *labels], ncol=5)
+        return plotting.save(fig, path)
 
 
 # --------------------------------------------------------------------------- teardown / display
