@@ -220,6 +220,8 @@ class SectionRun:
             display(catalog.label_frame(result.table(), self.cfg.sections.report.language))
         elif result is not None and hasattr(result, "columns") and hasattr(result, "rename"):
             display(catalog.label_frame(result, self.cfg.sections.report.language))
+        elif isinstance(result, (dict, list)):  # a table, never a raw dict dump on the page
+            display(catalog.label_frame(as_frame(result), self.cfg.sections.report.language))
         elif result is not None:
             display(result)
 
@@ -282,6 +284,22 @@ class SectionRun:
         print(f"{self.section}: {status}" + (f" - {reason}" if reason else ""))
         print(f"record: {records.record_path(self.run_dir, self.section)}")
         return records.load(self.run_dir, self.section)  # type: ignore[return-value]
+
+
+def as_frame(obj: dict[str, Any] | list[Any]) -> Any:
+    """A dict as an item/value table (nested values as compact JSON), a list of dicts as rows."""
+    import json
+
+    import pandas as pd
+
+    def cell(v: Any) -> Any:
+        return json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else v
+
+    if isinstance(obj, list):
+        if obj and all(isinstance(r, dict) for r in obj):
+            return pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in obj])
+        return pd.DataFrame({"value": [cell(v) for v in obj]})
+    return pd.DataFrame([(k, cell(v)) for k, v in obj.items()], columns=["item", "value"]).set_index("item")
 
 
 def open_section(section: str, params_file: str | Path, run_dir: str | Path | None = None) -> SectionRun:

@@ -77,6 +77,7 @@ def export(notebook: Path, out_dir: Path) -> tuple[Path, Path]:
 
     nb = nbformat.read(notebook, as_version=4)
     stem = notebook.stem
+    _move_stderr_to_log(nb, out_dir / "logs" / f"{stem}.stderr.txt", f"logs/{stem}.stderr.txt")
     writer = FilesWriter(build_directory=str(out_dir))
     html_exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, res = html_exporter.from_notebook_node(nb, resources={"metadata": {"name": stem}})
@@ -86,6 +87,32 @@ def export(notebook: Path, out_dir: Path) -> tuple[Path, Path]:
                                                               "output_files_dir": f"{stem}_files"})
     writer.write(body, res, notebook_name=stem)
     return out_dir / f"{stem}.html", out_dir / f"{stem}.md"
+
+
+def _move_stderr_to_log(nb: Any, log_path: Path, rel: str) -> None:
+    """The engines' stderr (vLLM's and torch's warnings, progress bars) goes to a log file; the
+    exported page keeps one line linking it instead of a wall of warnings. The executed notebook
+    under notebooks/ keeps everything."""
+    import nbformat
+
+    lines: list[str] = []
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines.append(out.get("text", ""))
+            else:
+                kept.append(out)
+        cell["outputs"] = kept
+    if not lines:
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("".join(lines), encoding="utf-8")
+    n = sum(chunk.count("\n") for chunk in lines)
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        f"<sub>Engine and library messages (stderr, {n:,} lines) are in [{rel}]({rel}).</sub>"))
 
 
 def _new_record(run_dir: Path, cfg: config_mod.RunConfig, section: str, status: str, reason: str,

@@ -94,7 +94,13 @@ def test_exports_and_run_manifest(run):
     _, run_dir, _ = run
     for stem in ("00_environment", "01_smoke", "06_report"):
         assert (run_dir / f"{stem}.html").is_file() and (run_dir / f"{stem}.md").is_file()
-        assert "open_section(" not in (run_dir / f"{stem}.html").read_text(encoding="utf-8")  # inputs hidden
+        html = (run_dir / f"{stem}.html").read_text(encoding="utf-8")
+        assert "open_section(" not in html  # inputs hidden
+        # engine warnings live in a log file the page links, not as a wall on the page
+        assert "application/vnd.jupyter.stderr" not in html
+        if (run_dir / "logs" / f"{stem}.stderr.txt").is_file():
+            assert f"logs/{stem}.stderr.txt" in html
+    assert (run_dir / "logs" / "01_smoke.stderr.txt").stat().st_size > 0  # vLLM does write to stderr
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert page.count('class="nb-section"') == 2 and "data:image/png;base64," in page  # not the report's own
     assert "section did not finish" not in page and 'name="viewport"' in page
