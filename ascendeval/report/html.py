@@ -27,8 +27,23 @@ th,td{border:1px solid #ccc;padding:.25em .6em;vertical-align:top}th{background:
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;white-space:pre}
 code{background:#f6f8fa;padding:0 .2em}img{max-width:100%;height:auto}sub{color:#666}
 .nb-section{border-top:3px solid #4c78a8;margin-top:3em}
+.mark{display:inline-block;min-width:1.1em;padding:0 .15em;border-radius:.2em;color:#fff;font-weight:bold;
+text-align:center;line-height:1.2;font-family:"DejaVu Sans",sans-serif}
+.mark.pass{background:#2e7d32}.mark.fail{background:#c62828}.mark.warn{background:#ef6c00}.mark.info{background:#1565c0}
 @media (max-width:600px){body{margin:1em auto;padding:0 .6em}table{font-size:.85em}}
 """
+
+
+# The verdict marks are emoji in the Markdown (model hubs render them); on the HTML page they are
+# drawn as coloured badges with glyphs every basic font has, so they never show as empty boxes on a
+# machine without an emoji font.
+_MARKS = {"✅": ("pass", "✓"), "❌": ("fail", "✗"), "⚠️": ("warn", "!"), "ℹ️": ("info", "i")}
+
+
+def _badges(html: str) -> str:
+    for emoji, (cls, glyph) in _MARKS.items():
+        html = html.replace(emoji, f'<span class="mark {cls}">{glyph}</span>')
+    return html
 
 
 def markdown_to_html(text: str, title: str, extra_body: str = "") -> str:
@@ -36,7 +51,7 @@ def markdown_to_html(text: str, title: str, extra_body: str = "") -> str:
     import mistune
 
     render = mistune.create_markdown(plugins=["table", "strikethrough", "url"], escape=False)
-    body = render(text)
+    body = _badges(render(text))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html_mod.escape(title)}</title>"
