@@ -158,8 +158,31 @@ def _sec_files(b: CardBuilder) -> None:
     b.add("```text\n" + "\n".join(lines[:200]) + ("\n…" if len(lines) > 200 else "") + "\n```")
 
 
+def run_faq(d: RunData, lang: str) -> list[dict[str, str]]:
+    """The questions this run raises, answered from what it found (asked before the general ones)."""
+    out = []
+    verdicts = {s: section_verdict(d, s, lang) for s in sections_mod.JUDGED}
+    prec = verdicts.get("precision")
+    if prec is not None and prec.state == "fail" and prec.note:
+        out.append({"q": L(lang, "faq_precision_q"), "a": L(lang, "faq_precision_a", checks=prec.note)})
+    smoke = verdicts.get("smoke")
+    if smoke is not None and smoke.state == "warn" and smoke.note:
+        out.append({"q": L(lang, "faq_smoke_q"), "a": L(lang, "faq_smoke_a", note=smoke.note)})
+    missing = not_measured(d, lang)
+    hardware = sorted({i["what"] for i in missing if i["status"] == "hw"})
+    if hardware:
+        out.append({"q": L(lang, "faq_hw_q"), "a": L(lang, "faq_hw_a", items=", ".join(hardware))})
+    skipped = [i for i in missing if i["status"] in ("skipped", "failed") and i["what"] != "—"]
+    if skipped:
+        first = skipped[0]
+        out.append({"q": L(lang, "faq_skipped_q", n=len(skipped)),
+                    "a": L(lang, "faq_skipped_a", step=first["what"], section=section_label(first["section"], lang),
+                           reason=md_escape(first["reason"], 200))})
+    return out
+
+
 def _sec_faq(b: CardBuilder) -> None:
-    b.add(templates.render("faq.md.j2", b.lang))
+    b.add(templates.render("faq.md.j2", b.lang, found=run_faq(b.d, b.lang)))
 
 
 def build_card(data: RunData, lang: str = "en") -> Card:
