@@ -254,4 +254,7 @@ def model_card_facts(path: Path | str) -> dict[str, Any]:
         "weight_bytes": sum(bytes_by_dtype.values()) if files else None,
         "safetensors_files": len(files),
         "quantization": (cfg.get("quantization_config") or {}).get("quant_method"),
+        # what a reader downloads: the folder's own files (not hidden ones, not sub-folders)
+        "model_files": [{"name": f.name, "bytes": f.stat().st_size} for f in sorted(path.iterdir())
+                        if f.is_file() and not f.name.startswith(".")],
     }

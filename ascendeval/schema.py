@@ -132,6 +132,13 @@ class OpenAIEngineInfo(MetricsModel):
 EngineInfo = Annotated[VllmEngineInfo | HfEngineInfo | OpenAIEngineInfo, Field(discriminator="engine")]
 
 
+class ModelFile(MetricsModel):
+    catalog_exempt: ClassVar[str | None] = "a file listing, not metrics"
+
+    name: str
+    bytes: int
+
+
 class ModelFacts(MetricsModel):
     """The model card facts: `models.model_card_facts` (config.json + safetensors headers) with the
     model's path; written by smoke (`resolve_model`) and, when smoke did not, by the report."""
@@ -156,6 +163,7 @@ class ModelFacts(MetricsModel):
     weight_bytes: int | None
     safetensors_files: int
     quantization: str | None
+    model_files: list[ModelFile] | None = None  # since schema 2: the folder's files, as the card lists them
 
 
 class SectionMetrics(MetricsModel):

@@ -8,9 +8,9 @@ from .. import sections as sections_mod
 from . import templates
 from .builder import Card, CardBuilder
 from .cells import Raw, fmt, get, human_params, md_escape, md_table
-from .deploy import deploy_commands
+from .deploy import deploy_commands, download_command
 from .rundata import RunData, recorded_model_facts
-from .text import L, section_label, verdict_label
+from .text import L, metric_label, section_label, verdict_label
 from .verdicts import not_measured, section_verdict
 
 # the report's contents, in the order of the parts below: (heading key, anchor); the anchors are
@@ -86,10 +86,17 @@ def _sec_model(b: CardBuilder) -> None:
             shown = human_params(v) if k == "param_count" else fmt(v, k, lang)
             if k == "num_key_value_heads" and facts.get("num_attention_heads") and v < facts["num_attention_heads"]:
                 shown += " (GQA)"
-            rows.append((Raw(f"`{k}`"), shown))
+            rows.append((metric_label(k, lang), shown, Raw(f"`{k}`")))
     if where:
-        rows.append((Raw("`model.id`"), get(d.any_record(), "model.id") or "—"))
-        b.add(md_table([L(lang, "item"), L(lang, "value")], rows), b.source(where))
+        rows.append((L(lang, "model_id"), get(d.any_record(), "model.id") or "—", Raw("`model.id`")))
+        b.add(md_table([L(lang, "item"), L(lang, "value"), L(lang, "key")], rows), b.source(where))
+    files = facts.get("model_files")
+    if files:
+        b.add(f"### {L(lang, 'model_files')}", md_table([L(lang, "file"), L(lang, "size")],
+                                                         [(f["name"], fmt(f["bytes"], "weight_bytes", lang)) for f in files]))
+    download = download_command(d)
+    if download:
+        b.add(L(lang, "download_intro"), f"```bash\n{download}\n```")
 
 
 def _sec_deploy(b: CardBuilder) -> None:

@@ -32,27 +32,27 @@ def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
         cann = sysinfo.get("cann", {})
         rows.append(("CANN", cann.get("version") or L(lang, "absent"), "" if cann.get("present") else L(lang, "hw_not_here")))
         drv = sysinfo.get("npu_driver", {})
-        rows.append(("NPU driver", drv.get("version") or L(lang, "absent"), "" if drv.get("present") else L(lang, "hw_not_here")))
+        rows.append((L(lang, "env_npu_driver"), drv.get("version") or L(lang, "absent"), "" if drv.get("present") else L(lang, "hw_not_here")))
         rows.append(("Python", get(sysinfo, "python.version") or "—", ""))
         cpu = sysinfo.get("cpu", {})
-        rows.append(("CPU", f"{cpu.get('model') or '?'} ({cpu.get('logical_cpus')} CPUs)",
+        rows.append(("CPU", L(lang, "env_cpus", model=cpu.get("model") or "?", n=cpu.get("logical_cpus")),
                      ", ".join(cpu.get("flags_present") or [])))
         mem = get(sysinfo, "memory.total_bytes")
-        rows.append(("Memory", fmt(mem, "total_bytes"), ""))
+        rows.append((L(lang, "env_memory"), fmt(mem, "total_bytes"), ""))
         osi = sysinfo.get("os", {})
-        rows.append(("OS", f"{osi.get('distribution') or osi.get('system')} ({osi.get('machine')})", osi.get("kernel") or ""))
+        rows.append((L(lang, "env_os"), f"{osi.get('distribution') or osi.get('system')} ({osi.get('machine')})", osi.get("kernel") or ""))
     else:
         env = d.any_record().get("env", {})
         for k, v in env.items():
             rows.append((k, v if v is not None else L(lang, "absent"), ""))
     tdev = get(d.rec("environment"), "metrics.target_device")
     if isinstance(tdev, dict):
-        rows.append(("Device", f"{tdev.get('name') or tdev.get('device', '?')} ×{tdev.get('count', '?')}",
+        rows.append((L(lang, "env_device"), f"{tdev.get('name') or tdev.get('device', '?')} ×{tdev.get('count', '?')}",
                      fmt(tdev.get("total_memory_bytes"), "total_memory_bytes") if tdev.get("total_memory_bytes") else ""))
     roof = get(d.rec("environment"), "metrics.roofline") or {}
     for k in ("copy_bandwidth_gbps", "matmul_fp32_tflops", "matmul_bf16_tflops"):
         if roof.get(k) is not None:
-            rows.append((metric_label(k, lang), fmt(roof[k], k), "probe"))
+            rows.append((metric_label(k, lang), fmt(roof[k], k), L(lang, "env_probe")))
     for k in ("datasheet_bf16_tflops", "datasheet_memory_bandwidth_gbps"):
         if roof.get(k) is not None:
             rows.append((metric_label(k, lang), fmt(roof[k], k), roof.get("datasheet_source") or ""))
