@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...report.builder import CardBuilder, is_scalar, plots_of
+from ...report.builder import CardBuilder, plots_of
 from ...report.cells import fmt, get, md_table, opt
 from ...report.text import L, metric_label, verdict_label
 from ...report.verdicts import Summary, figure
@@ -19,11 +19,16 @@ def render(b: CardBuilder) -> None:
     m = d.rec("precision")["metrics"]
     ref = m.get("reference")
     if isinstance(ref, dict):
-        b.add(", ".join(f"{k}: `{fmt(v, k)}`" for k, v in ref.items() if is_scalar(v) and v is not None))
+        b.add(L(lang, "prec_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device"),
+                prompts=ref.get("num_prompts"), tokens=ref.get("num_continuation_tokens")))
     tf = m.get("teacher_forced")
     if isinstance(tf, dict):
         b.add(f"### {L(lang, 'prec_summary')}")
+        analysis = _analysis(d.rows("precision", "positions"), d.rows("precision", "prompts"), lang)
+        if analysis:
+            b.add(analysis)
         b.kv_table("precision", tf, kinds=["positions", "prompts"])
+        _per_prompt(b, d.rows("precision", "prompts"))
     checks = get(m, "verdict.checks")
     if isinstance(checks, list) and checks:
         b.add(f"### {L(lang, 'prec_verdict')}")
@@ -37,6 +42,40 @@ def render(b: CardBuilder) -> None:
         b.kv_table("precision", fr, kinds=["free_running"])
     plots_of(b, "precision")
 
+
+
+NEAR_TIE_NATS = 0.1  # a reference top-1 margin below this: the two best tokens are all but tied
+
+
+def _analysis(positions: list[dict[str, Any]], prompts: list[dict[str, Any]], lang: str) -> str:
+    """A paragraph from the per-position rows: where the top-1 flips are (near-ties or not), the
+    largest shift of the reference token's logprob, the prompt with the lowest agreement."""
+    if not positions:
+        return ""
+    flips = [r for r in positions if r.get("top1_match") is False]
+    near = [r for r in flips if isinstance(r.get("ref_top1_margin"), (int, float)) and r["ref_top1_margin"] < NEAR_TIE_NATS]
+    diffs = [abs(r["ref_logprob_diff"]) for r in positions if isinstance(r.get("ref_logprob_diff"), (int, float))]
+    text = L(lang, "prec_analysis", flips=len(flips), n=len(positions),
+             rate=fmt(1 - len(flips) / len(positions), "top1_agreement", lang), near=len(near), tie=NEAR_TIE_NATS,
+             maxdiff=fmt(max(diffs), "max_abs_ref_logprob_diff", lang) if diffs else "—")
+    scored = [p for p in prompts if isinstance(p.get("top1_agreement"), (int, float))]
+    if scored:
+        worst = min(scored, key=lambda p: p["top1_agreement"])
+        text += L(lang, "sentence_sep") + L(lang, "prec_worst", prompt=worst.get("prompt_id"),
+                        rate=fmt(worst["top1_agreement"], "top1_agreement", lang))
+    return text
+
+
+def _per_prompt(b: CardBuilder, prompts: list[dict[str, Any]]) -> None:
+    """One row per prompt: agreement, overlap and the distribution figures of its scope."""
+    if not prompts:
+        return
+    keys = [k for k in ("num_positions", "top1_agreement", "topk_overlap", "mean_cosine", "mean_cosine_centered_returned",
+                        "mean_kl", "mean_kl_returned_renorm", "max_abs_ref_logprob_diff") if k in prompts[0]]
+    b.add(f"#### {L(b.lang, 'prec_per_prompt')}",
+          md_table([L(b.lang, "prompt")] + [metric_label(k, b.lang) for k in keys],
+                   [[p.get("prompt_id")] + [fmt(p.get(k), k, b.lang) for k in keys] for p in prompts]),
+          b.source("precision", ["prompts"]))
 
 
 def _check_verdict(check: dict[str, Any], scope: str | None, lang: str) -> str:
