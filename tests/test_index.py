@@ -52,3 +52,17 @@ def test_cli_index(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ascendeval.cli", "index", str(tmp_path / "none")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such directory" in bad.stderr
+
+
+def test_index_headers_are_whole_words_in_both_languages(tmp_path):
+    out = tmp_path / "out"
+    run = out / "tiny-qwen2" / "golden-run"
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path(__file__).parent / "fixtures" / "golden-run", run)
+    for lang, words in (("en", ["Model", "Run", "Environment", "Load & smoke test", "Serving features"]),
+                        ("zh", ["模型", "运行", "环境信息", "加载与冒烟测试", "服务特性"])):
+        md = (out / "index.md").read_text(encoding="utf-8") if report.build_index(out, lang) else ""
+        header = next(line for line in md.splitlines() if line.startswith("| "))
+        assert all(f"| {w} |" in header for w in words), header

@@ -16,7 +16,7 @@ from .. import sections as sections_mod
 from .cells import Raw, fmt, get, md_table
 from .html import markdown_to_html
 from .rundata import find_runs, load_run
-from .text import STATE_ICON, metric_label
+from .text import STATE_ICON, L, metric_label, section_label
 from .verdicts import section_verdict
 
 
@@ -55,8 +55,9 @@ def build_index(outputs: str | Path, lang: str = "en") -> dict[str, str]:
     """outputs/index.md and outputs/index.html: every run side by side (verdicts, key metrics, versions)."""
     outputs = Path(outputs)
     rows = index_rows(outputs, lang)
-    head = ["model", "run", "date", "target", "dtype"] + [s[:5] for s in sections_mod.JUDGED] + \
-        [metric_label(k, lang) for k, _, _ in sections_mod.index_metrics()] + ["vLLM", "torch", "CANN", "git"]
+    head = [L(lang, k) for k in ("idx_model", "idx_run", "idx_date", "idx_target", "idx_dtype")] \
+        + [section_label(s, lang) for s in sections_mod.JUDGED] \
+        + [metric_label(k, lang) for k, _, _ in sections_mod.index_metrics()] + ["vLLM", "torch", "CANN", "git"]
     table = []
     for r in rows:
         link = f"{r['rel']}/README.md"
@@ -65,10 +66,7 @@ def build_index(outputs: str | Path, lang: str = "en") -> dict[str, str]:
                       r["dtype"]] + [STATE_ICON.get(r[f"v_{s}"], "—") for s in sections_mod.JUDGED]
                      + [fmt(r[k], k) for k, _, _ in sections_mod.index_metrics()]
                      + [r["vllm"] or "—", r["torch"] or "—", r["cann"] or "—", r["git"] or "—"])
-    title = "ascendeval runs" if lang == "en" else "ascendeval 运行索引"
-    legend = ("✅ pass · ❌ fail · ⚠️ check · ℹ️ measured (no threshold) · — not measured. Every figure links back "
-              "to the run's model card and records.") if lang == "en" else \
-        "✅ 通过 · ❌ 未通过 · ⚠️ 需关注 · ℹ️ 已测量（无阈值）· — 未测量。每个数字都可追溯到对应运行的报告与记录。"
+    title, legend = L(lang, "idx_title"), L(lang, "idx_legend")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     md = f"# {title}\n\n{legend}\n\n" + (md_table(head, table) or "(no runs)") + f"\n\n<sub>{now} · {len(rows)} run(s)</sub>\n"
     outputs.mkdir(parents=True, exist_ok=True)
