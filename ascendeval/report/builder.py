@@ -92,26 +92,28 @@ class CardBuilder:
 
 
 def table_of(b: CardBuilder, section: str, obj: Any) -> None:
-    """A list of flat dicts -> one table; a dict -> metric/value table (nested dicts one level down)."""
+    """A list of flat dicts -> one table; a dict -> its arms side by side (the nested dicts, e.g.
+    distinct vs shared prefix, baseline vs ngram: one column each, one row per figure), then a
+    metric/value table of its own scalar figures."""
     lang = b.lang
     if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
         keys = [k for k in obj[0] if all(is_scalar(r.get(k)) for r in obj)]
-        b.add(md_table([metric_label(k, lang) for k in keys], [[fmt(r.get(k), k) for k in keys] for r in obj]),
+        b.add(md_table([metric_label(k, lang) for k in keys], [[fmt(r.get(k), k, lang) for k in keys] for r in obj]),
               b.source(section))
     elif isinstance(obj, dict):
-        flat = {}
-        for k, v in obj.items():
-            if is_scalar(v):
-                flat[k] = v
-            elif isinstance(v, dict):
-                flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if is_scalar(vv)})
-            elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+        arms = {k: v for k, v in obj.items() if isinstance(v, dict) and any(is_scalar(x) for x in v.values())}
+        if arms:
+            keys = list(dict.fromkeys(k for v in arms.values() for k, x in v.items() if is_scalar(x)))
+            b.add(md_table([L(lang, "metric")] + [metric_label(a, lang) for a in arms],
+                           [[metric_label(k, lang)] + [fmt(v.get(k), k, lang) for v in arms.values()] for k in keys]),
+                  b.source(section))
+        for v in obj.values():
+            if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
                 table_of(b, section, v)
+        flat = {k: v for k, v in obj.items() if is_scalar(v)}
         if flat:
             b.add(md_table([L(lang, "metric"), L(lang, "value")],
-                           [(f"{'.'.join(k.split('.')[:-1]) + ' · ' if '.' in k else ''}"
-                             f"{metric_label(k.split('.')[-1], lang)}", fmt(v, k.split(".")[-1])) for k, v in flat.items()]),
-                  b.source(section))
+                           [(metric_label(k, lang), fmt(v, k, lang)) for k, v in flat.items()]), b.source(section))
 
 
 def plots_of(b: CardBuilder, section: str) -> None:
