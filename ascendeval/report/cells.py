@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Iterable
 
 from .. import catalog
@@ -13,32 +12,20 @@ from .. import catalog
 
 def fmt(value: Any, key: str = "", lang: str = "en") -> str:
     """One value for a table cell. None is 'not measured' (never 0). A key in the metric catalog
-    is formatted by its declared kind and unit; probe and model facts by their key's unit."""
+    is formatted by its declared kind and unit; anything else (a count in a table, a recorded
+    text) by its type alone: the meaning of a figure is never guessed from its key's spelling."""
     if catalog.get(key) is not None:
         return catalog.format_value(value, key, lang)
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "✅" if value else "❌"
-    k = key.lower()
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-            return "—"
-        if k.endswith("_bytes") or k == "bytes":
-            return f"{value / 2**30:.2f} GiB" if abs(value) >= 2**28 else f"{value / 2**20:.1f} MiB"
-        if re.search(r"(_rate|agreement|overlap|accuracy|_fraction|utilization)$", k) and 0 <= value <= 1:
-            return f"{value * 100:.2f}%"
-        if re.search(r"cos", k):
-            return f"{value:.6f}"
-        if isinstance(value, int):
-            return f"{value:,}"
-        if k.endswith("_ms") or "tok_per_s" in k or k.endswith("_per_s"):
-            return f"{value:,.2f}"
-        if k.endswith("_s"):
-            return f"{value:.3f}"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-            return f"{value:.4g}"
-        return f"{value:.4g}" if abs(value) < 1 else f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6) else f"{value:,.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v, key, lang) for v in value)
     if isinstance(value, dict):
