@@ -77,6 +77,14 @@ class CardBuilder:
             self.images.append(rel)
             self.add(f"![{md_escape(alt, None)}]({rel})")
 
+    def open_part(self, section: str) -> dict[str, Any] | None:
+        """A section's part begins: its heading (with the registry's label) and status line; the
+        record's metrics when there is anything to show, else None."""
+        from .text import section_label
+
+        self.add(f"## {section_label(section, self.lang)}")
+        return self.d.rec(section)["metrics"] if self.status_line(section) else None
+
     def status_line(self, section: str) -> bool:
         """Status of a section; False when there is nothing else to show."""
         rec = self.d.rec(section)

@@ -12,11 +12,11 @@ from .metrics import FeaturesMetrics
 
 
 def render(b: CardBuilder) -> None:
-    lang, d = b.lang, b.d
-    b.add(f"## {L(lang, 'sec_features')}")
-    if not b.status_line("features"):
+    lang = b.lang
+    metrics = b.open_part("features")
+    if metrics is None:
         return
-    m = {k: v for k, v in d.rec("features")["metrics"].items() if k not in ("steps", "engine_starts")}
+    m = {k: v for k, v in metrics.items() if k not in ("steps", "engine_starts")}
     for k, v in m.items():
         b.add(f"### {metric_label(k, lang)}")
         table_of(b, "features", v if isinstance(v, (dict, list)) else {k: v})

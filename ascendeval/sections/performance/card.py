@@ -14,10 +14,9 @@ from .metrics import PerformanceMetrics
 
 def render(b: CardBuilder) -> None:
     lang, d = b.lang, b.d
-    b.add(f"## {L(lang, 'sec_performance')}")
-    if not b.status_line("performance"):
+    m = b.open_part("performance")
+    if m is None:
         return
-    m = d.rec("performance")["metrics"]
     params = get(d.rec("performance"), "params.performance") or {}
     typed = d.metrics("performance")
     engine = opt(typed, "engine.engine") or "vllm"

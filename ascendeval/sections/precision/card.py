@@ -13,10 +13,9 @@ from .metrics import PrecisionMetrics, TeacherForcedReturned
 
 def render(b: CardBuilder) -> None:
     lang, d = b.lang, b.d
-    b.add(f"## {L(lang, 'sec_precision')}")
-    if not b.status_line("precision"):
+    m = b.open_part("precision")
+    if m is None:
         return
-    m = d.rec("precision")["metrics"]
     ref = m.get("reference")
     if isinstance(ref, dict):
         b.add(L(lang, "prec_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device"),

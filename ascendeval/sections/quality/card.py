@@ -12,11 +12,10 @@ from .metrics import QualityMetrics
 
 
 def render(b: CardBuilder) -> None:
-    lang, d = b.lang, b.d
-    b.add(f"## {L(lang, 'sec_quality')}")
-    if not b.status_line("quality"):
+    lang = b.lang
+    m = b.open_part("quality")
+    if m is None:
         return
-    m = d.rec("quality")["metrics"]
     if isinstance(m.get("suites"), dict):
         _suites(b, m)
     bench = m.get("benchmarks")

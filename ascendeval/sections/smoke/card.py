@@ -14,10 +14,9 @@ from .prompts import EXPECTED, as_expected
 
 def render(b: CardBuilder) -> None:
     lang, d = b.lang, b.d
-    b.add(f"## {L(lang, 'sec_smoke')}")
-    if not b.status_line("smoke"):
+    m = b.open_part("smoke")
+    if m is None:
         return
-    m = d.rec("smoke")["metrics"]
     gates = {}
     for gate in ("dummy_gate", "load"):
         if isinstance(m.get(gate), dict):
