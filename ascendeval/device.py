@@ -422,6 +422,21 @@ def process_tree_memory(root: int | None = None) -> dict[str, int]:
     return {"rss_bytes": cur, "peak_rss_bytes": peak}
 
 
+def wait_for_quiet_host(max_wait_s: float, busy_below: float = 0.2, window_s: float = 0.5) -> tuple[float, float]:
+    """Wait until the host's CPUs are mostly idle (busy share under `busy_below` over a window),
+    at most `max_wait_s`: work left over from what ran just before (an engine being torn down, a
+    compile pool, a collector) would otherwise be timed as the server's latency. Returns (seconds
+    waited, busy share of the last window)."""
+    import psutil  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=window_s) / 100.0
+        waited = time.perf_counter() - t0
+        if busy < busy_below or waited >= max_wait_s:
+            return waited, busy
+
+
 def process_tree_rss_bytes() -> int:
     """RSS of this process and its children now (the one RSS reading every section uses)."""
     return process_tree_memory()["rss_bytes"]

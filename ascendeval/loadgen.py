@@ -21,6 +21,7 @@ script and from a Jupyter cell (where a loop is already running).
 from __future__ import annotations
 
 import asyncio
+import gc
 import concurrent.futures
 import json
 import math
@@ -381,8 +382,16 @@ def run_load(
     if warmup_as_load and not warm:
         raise ValueError("warmup_as_load needs warmup_prompts (fresh prompts: a replay of the timed ones "
                          "would make them prefix-cache hits)")
-    return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm,
-                      warmup_as_load)
+    # As `vllm bench serve` does: collect now and freeze what exists, so a garbage-collection pause
+    # (an engine closed just before leaves a lot of garbage in this process) cannot stall the
+    # client while it times the streams: it would read as server latency.
+    gc.collect()
+    gc.freeze()
+    try:
+        return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm,
+                          warmup_as_load)
+    finally:
+        gc.unfreeze()
 
 
 # --------------------------------------------------------------------------- endpoint checks

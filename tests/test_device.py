@@ -230,3 +230,24 @@ def test_probe_bad_input():
         device.measure_matmul("cpu", sizes=[8], dtypes=["int8"])
     with pytest.raises(ValueError, match="must be positive"):
         device.measure_bandwidth("cpu", mib=0)
+
+
+def test_waiting_for_a_quiet_host_is_bounded_and_reports_the_load():
+    """A host kept busy (one spinning process per CPU) is waited for at most max_wait_s, and the
+    busy share measured last is returned for the record."""
+    import os
+    import subprocess
+    import sys
+    import time as time_mod
+
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time_mod.sleep(0.3)
+        t0 = time_mod.perf_counter()
+        waited, busy = device.wait_for_quiet_host(max_wait_s=1.0, busy_below=0.2, window_s=0.25)
+        elapsed = time_mod.perf_counter() - t0
+    finally:
+        for p in spin:
+            p.kill()
+    assert 1.0 <= waited <= elapsed < 3.0
+    assert busy >= 0.5  # the spinning processes hold the CPUs

@@ -79,6 +79,8 @@ class PerfServingConfig(Strict):
     concurrencies: list[int] = Field(default_factory=lambda: [1, 4, 16], description="concurrency sweep (rate inf)")
     sweep_num_prompts: int | None = Field(None, gt=0, description="prompts per sweep point; default num_prompts")
     warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
+    settle_max_s: float = Field(20.0, ge=0, description="before each point, wait (at most this long) for the host's "
+                                "CPUs to go quiet: what ran just before must not be timed as the server; 0: no wait")
     warmup_load: bool = Field(True, description="before the first point, send its whole load once, untimed, so "
                               "the server has met every batch shape (the same settings then measure the same "
                               "later in the run)")

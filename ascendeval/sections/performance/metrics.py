@@ -243,6 +243,8 @@ class ServingPoint(MetricsModel):
     burstiness: float
     max_concurrency: int | None
     warmup_count: int
+    settle_wait_s: float | None  # waited for a quiet host before the point; None: no wait asked
+    host_cpu_busy_before: float | None  # busy share of the host's CPUs just before the point
     sweep: Literal["main", "rate", "concurrency"]
 
 

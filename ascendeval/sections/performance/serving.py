@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ... import device as device_mod
 from ... import loadgen, plotting
 from ...context import SectionRun, SectionSkipped
 from .setup import Plan, token_prompts
@@ -80,9 +81,11 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
         # default), so prompts sent before would be timed as cache hits.
         ids = token_prompts(tok, n + n_warm, c.input_len, c.seed + 100 + i)  # exact input length
         prompts: list[Any] = [tok.decode(x) for x in ids] if c.api == "chat" else ids
+        settle_s, busy = device_mod.wait_for_quiet_host(c.settle_max_s) if c.settle_max_s else (None, None)
         lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
                               warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
         m = lr.metrics(slo)
+        m["settle_wait_s"], m["host_cpu_busy_before"] = settle_s, busy
         m["sweep"] = sweep
         points.append(m)
         all_rows += lr.rows(sweep=sweep)
