@@ -135,9 +135,8 @@ def _serving_record(tmp_path: Path, params: Path):
 def test_serving_server_dying_mid_run_is_a_failed_step_that_keeps_measured_requests(tmp_path):
     from ascendeval.simserver import SimServer, SimSpec
 
-    # the main point's own load once as its warm-up (10 requests) + 5 measured requests complete,
-    # then the server drops every connection
-    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.005, die_after=15)) as sim:
+    # 1 warm-up + 5 measured requests complete, then the server drops every connection
+    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.005, die_after=6)) as sim:
         result, rec, rows = _serving_record(tmp_path, _serving_params(tmp_path, sim.url))
     assert result is None and rec["status"] == "failed"
     step = rec["metrics"]["steps"]["serving"]

@@ -81,9 +81,9 @@ class PerfServingConfig(Strict):
     warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
     settle_max_s: float = Field(20.0, ge=0, description="before each point, wait (at most this long) for the host's "
                                 "CPUs to go quiet: what ran just before must not be timed as the server; 0: no wait")
-    warmup_load: bool = Field(True, description="before the first point, send its whole load once, untimed, so "
-                              "the server has met every batch shape (the same settings then measure the same "
-                              "later in the run)")
+    warmup_load: bool = Field(False, description="before the first point, send its whole load once, untimed, so "
+                              "the server has met every batch shape first (for accelerators that compile or capture "
+                              "per shape on first use; on CPU it made no measurable difference)")
     ignore_eos: bool = Field(True, description="ask for exactly output_len tokens (vLLM/SGLang extension)")
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput SLO on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput SLO on TPOT")

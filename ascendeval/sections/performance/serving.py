@@ -72,9 +72,8 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
                     for r in c.request_rates]
     plan_points += [("concurrency", loadgen.LoadSpec(math.inf, c.burstiness, k, c.seed), n_sweep) for k in c.concurrencies]
     for i, (sweep, spec, n) in enumerate(plan_points):
-        # The first point is preceded by its own load once, untimed (`warmup_load`): the server
-        # builds kernels per batch shape on first use, so without it the first point reads slower
-        # than the same settings measured later in the run. Later points meet shapes already built.
+        # `warmup_load`: the first point is preceded by its own load once, untimed, for servers
+        # that build kernels or capture graphs per batch shape on first use.
         as_load = c.warmup_load and i == 0
         n_warm = n if as_load else c.warmup_requests
         # Fresh prompts for every point and for its warm-up: the server caches prefixes (vLLM's
