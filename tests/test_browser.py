@@ -20,7 +20,8 @@ from report_run_fixture import real_run
 pytestmark = pytest.mark.e2e
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                  "--allow-file-access-from-files"]
 
 # Measures the laid-out page and writes the result into the page, where --dump-dom reads it.
 PROBE = """<pre id="layout-probe"></pre><script>
@@ -39,7 +40,10 @@ window.addEventListener('load', () => {
                    .filter(h => !ids.has(h)),
     broken_images: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length,
   };
-  document.getElementById('layout-probe').textContent = JSON.stringify(r);
+  // inside the phone-width frame the result goes to the page holding the frame
+  const out = (window.parent !== window && window.parent.document.getElementById('layout-probe'))
+              || document.getElementById('layout-probe');
+  out.textContent = JSON.stringify(r);
 });
 </script>"""
 
@@ -85,16 +89,22 @@ class _Dom(HTMLParser):
 
 
 def _render(page: Path, tmp_path: Path, width: int) -> tuple[str, dict]:
-    """The page's DOM after layout at `width` px, and what the probe measured there."""
+    """The page's DOM after layout at `width` px, and what the probe measured there. Chromium's
+    window is at least 500 px wide, so the page is laid out in a frame of exactly `width` px (its
+    own viewport: media queries and innerWidth see the phone width)."""
     probed = tmp_path / f"{page.stem}.{width}.probe.html"
     probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    base = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2000"]
-    dom = subprocess.run([*base, "--virtual-time-budget=8000", "--dump-dom", probed.as_uri()],
+    holder = tmp_path / f"{page.stem}.{width}.frame.html"
+    holder.write_text(f'<!DOCTYPE html><html><body style="margin:0"><pre id="layout-probe"></pre>'
+                      f'<iframe src="{probed.name}" style="width:{width}px;height:2000px;border:0"></iframe>'
+                      f'</body></html>', encoding="utf-8")
+    base = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2100"]
+    dom = subprocess.run([*base, "--virtual-time-budget=8000", "--dump-dom", holder.as_uri()],
                          capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom.stdout, re.S)
     assert found and found.group(1), "the layout probe did not run"
-    return dom.stdout, json.loads(found.group(1))
+    return probed.read_text(encoding="utf-8"), json.loads(found.group(1))
 
 
 def _uncovered(text: str) -> list[str]:

@@ -55,7 +55,8 @@ def test_model_card_en_from_records(run):
     assert facts["architecture"] == "Qwen2ForCausalLM" and facts["param_count"] > 0
     assert f"Architecture: Qwen2ForCausalLM | Parameters: {report.human_params(facts['param_count'])}" in card
     for key in ("num_layers", "num_attention_heads", "num_key_value_heads", "vocab_size", "max_context"):
-        assert f"| `{key}` | {report.fmt(facts[key], key)}" in card, key
+        assert f"| {report.metric_label(key)} | {report.fmt(facts[key], key)}" in card, key
+        assert f"| `{key}` |" in card, key  # the config.json key beside its label
     # every figure of the smoke tables is printed from the record / its sidecar
     load_s = recs["smoke"]["metrics"]["load"]["load_s"]
     assert report.fmt(load_s, "load_s") in card
@@ -97,7 +98,7 @@ def test_exports_and_run_manifest(run):
         html = (run_dir / f"{stem}.html").read_text(encoding="utf-8")
         assert "open_section(" not in html  # inputs hidden
         # engine warnings live in a log file the page links, not as a wall on the page
-        assert "application/vnd.jupyter.stderr" not in html
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html
         if (run_dir / "logs" / f"{stem}.stderr.txt").is_file():
             assert f"logs/{stem}.stderr.txt" in html
     assert (run_dir / "logs" / "01_smoke.stderr.txt").stat().st_size > 0  # vLLM does write to stderr
