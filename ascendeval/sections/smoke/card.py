@@ -92,4 +92,6 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
         state, note = "warn", f"{metric_label('empty_outputs', lang)} = {empty}"
     sentence = L(lang, "s_smoke", load=fmt(load, "load_s", lang) + " s", answered=n - empty, n=n,
                  identical=fmt(rate, "identical_rate", lang))
+    if known:
+        sentence += L(lang, "sentence_sep") + L(lang, "s_smoke_expected", hits=hits, known=known)
     return Summary(state, note, figures, sentence)
