@@ -10,9 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import (
-    sections as sections_mod,  # call-time use only: the section cards import this module
-)
+# the registry is read at call time only: the section packages import these report modules
+from .. import sections as sections_mod
 from .cells import fmt, get
 from .rundata import RunData
 from .text import L, metric_label
