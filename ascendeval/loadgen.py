@@ -273,6 +273,16 @@ class LoadRun:
         label = self.spec.label()
         return [{**r.row(), "load": label, **tags} for r in [*self.warmup, *self.results]]
 
+    @classmethod
+    def pooled(cls, runs: Sequence["LoadRun"]) -> "LoadRun":
+        """Repeats of one load spec as one run: every request, the durations summed (so a
+        throughput is requests over the time spent measuring, and percentiles are over all rows)."""
+        if not runs:
+            raise ValueError("no runs to pool")
+        return cls(spec=runs[0].spec, results=[r for lr in runs for r in lr.results],
+                   warmup=[r for lr in runs for r in lr.warmup], duration_s=sum(lr.duration_s for lr in runs),
+                   started_at=runs[0].started_at)
+
 
 def _connector(max_concurrency: int | None) -> aiohttp.TCPConnector:
     # One pooled connection per in-flight request; keep-alive so connection set-up is not

@@ -37,14 +37,15 @@ _PROBE = "中文吞吐"  # a family counts as CJK only when its file has these g
 WORDS: dict[str, dict[str, str]] = {
     # shared
     "median": {"en": "median", "zh": "中位数"},
+    "repeat_range": {"en": "median, range over repeats", "zh": "中位数在各次重复间的范围"},
     "p99": {"en": "P99", "zh": "P99"},
     "ttft_ms": {"en": "TTFT (ms)", "zh": "首 Token 延迟 TTFT (ms)"},
     "tpot_ms": {"en": "TPOT (ms)", "zh": "每 Token 延迟 TPOT (ms)"},
     "ttft": {"en": "Time to first token", "zh": "首 Token 延迟"},
     "tpot": {"en": "Time per output token", "zh": "每输出 Token 延迟"},
     "tok_s": {"en": "{what} (tokens/s)", "zh": "{what} (tokens/s)"},
-    "workload": {"en": "{inp} tokens in, {out} out; {n} requests per point",
-                 "zh": "输入 {inp} tokens，输出 {out} tokens；每个测试点 {n} 个请求"},
+    "workload": {"en": "{inp} tokens in, {out} out; {n} requests per point, measured {k}x",
+                 "zh": "输入 {inp} tokens，输出 {out} tokens；每个测试点 {n} 个请求，测量 {k} 次"},
     # serving
     "lat_vs_rate": {"en": "Serving latency vs request rate", "zh": "服务延迟随请求速率的变化"},
     "rate_axis": {"en": "request rate (req/s)", "zh": "请求速率 (req/s)"},

@@ -60,7 +60,8 @@ sections:
     throughput: {{num_prompts: 4, input_len: 16, output_len: 8, repeats: 1}}
     split: {{batch_sizes: [1, 2], prefill_input_len: 64, decode_input_len: 8, decode_output_len: 8, iters: 1}}
     graph: {{enabled: false}}
-    serving: {{num_prompts: 6, input_len: 16, output_len: 6, request_rates: [20, inf], concurrencies: [2], warmup_requests: 1}}
+    serving: {{num_prompts: 6, input_len: 16, output_len: 6, request_rates: [20, inf], concurrencies: [2], warmup_requests: 1,
+               repeats: 2}}
 """)
     return p
 
@@ -90,14 +91,21 @@ def test_notebook_end_to_end(tmp_path, engine):
         assert steps["serving"]["status"] == "ok"
         points = m["serving"]
         assert [p["sweep"] for p in points] == ["main", "rate", "rate", "concurrency"]
-        assert all(p["completed_count"] == 6 and p["failed_count"] == 0 for p in points)
+        assert all(p["completed_count"] == 12 and p["failed_count"] == 0 for p in points)  # 6 requests x 2 repeats
+        assert all([r["completed_count"] for r in p["repeat_figures"]] == [6, 6] for p in points)
+        # the rate sweep's "inf" point repeats the main point's settings: the two are compared
+        assert {a["compared_metric"] for a in m["serving_agreement"]} == {"output_tok_per_s", "median_ttft_ms",
+                                                                          "median_tpot_ms"}
+        assert all(a["second_point"] == "rate rate=inf" and a["repeat_spread"] is not None
+                   for a in m["serving_agreement"])
         assert all(p["median_ttft_ms"] > 0 for p in points)
         # a busy server may stream several tokens in one chunk; when all 6 arrive with the first,
         # E2EL == TTFT and TPOT is truly 0 for that request (seen at the highest rate in CI)
         assert all(p["median_tpot_ms"] is not None and p["median_tpot_ms"] >= 0 for p in points)
         assert any(p["median_tpot_ms"] > 0 for p in points)
         rows = [json.loads(x) for x in (run_dir / "records" / "performance.requests.jsonl").read_text().splitlines()]
-        assert sum(1 for r in rows if not r["warmup"]) == 24 and all(r["output_tokens"] == 6 for r in rows)
+        assert sum(1 for r in rows if not r["warmup"]) == 48 and all(r["output_tokens"] == 6 for r in rows)
+        assert {r["repeat"] for r in rows} == {0, 1}
         assert (run_dir / "artifacts" / "perf_latency_cdf.png").stat().st_size > 0
         assert steps["roofline"]["status"] == "skipped"  # no environment record in this run dir
     else:
@@ -106,6 +114,7 @@ def test_notebook_end_to_end(tmp_path, engine):
 
 
 def _serving_params(tmp_path: Path, url: str, **serving) -> Path:
+    serving.setdefault("repeats", 1)
     extra = "".join(f", {k}: {v}" for k, v in serving.items())
     p = tmp_path / "perf-serving.yaml"
     p.write_text(f"""
@@ -114,7 +123,7 @@ target: {{engine: vllm, device: cpu, enforce_eager: true, kv_cache_memory_bytes:
 sections:
   performance:
     serving: {{url: "{url}", num_prompts: 10, input_len: 8, output_len: 4, request_rates: [], concurrencies: [2],
-               max_concurrency: 2, warmup_requests: 1{extra}}}
+               max_concurrency: 2, warmup_requests: 1, settle_max_s: 0{extra}}}
 """)
     return p
 
@@ -165,6 +174,96 @@ def test_serving_tolerates_failures_up_to_max_failed_fraction(tmp_path):
     assert all(p["failed_count"] >= 1 and p["completed_count"] + p["failed_count"] == 10 for p in points)
     assert all(list(p["errors"])[0].startswith("HTTP 500") for p in points)
     assert len([r for r in rows if not r["warmup"]]) == 20
+
+
+def test_serving_repeats_pool_into_one_point_and_measure_the_noise(tmp_path):
+    """Every point measured 3 times in rounds; a point pools its repeats (durations summed) and
+    keeps each repeat's figures; the concurrency point with the main point's settings is compared
+    with it against the repeats' spread; verify recomputes all of it and catches a changed repeat."""
+    from ascendeval import verify
+    from ascendeval.simserver import SimServer, SimSpec
+
+    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.004)) as sim:
+        result, rec, rows = _serving_record(tmp_path, _serving_params(tmp_path, sim.url, repeats=3))
+    assert rec["metrics"]["steps"]["serving"]["status"] == "ok", rec["metrics"]["steps"]["serving"]
+    main, conc = rec["metrics"]["serving"]
+    measured = [r for r in rows if not r["warmup"]]
+    # rounds: main, concurrency, main, concurrency, ...
+    order = [(r["sweep"], r["repeat"]) for r in measured]
+    assert [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k] == [
+        ("main", 0), ("concurrency", 0), ("main", 1), ("concurrency", 1), ("main", 2), ("concurrency", 2)]
+    for pt in (main, conc):
+        assert pt["num_requests"] == 30 and [r["repeat"] for r in pt["repeat_figures"]] == [0, 1, 2]
+        assert pt["duration_s"] == pytest.approx(sum(r["duration_s"] for r in pt["repeat_figures"]))
+        assert all(r["completed_count"] == 10 and r["median_ttft_ms"] >= 20.0 for r in pt["repeat_figures"])
+    agreement = {a["compared_metric"]: a for a in rec["metrics"]["serving_agreement"]}
+    tpot = agreement["median_tpot_ms"]
+    assert tpot["first_point"] == "main" and tpot["second_point"] == "concurrency rate=inf conc=2"
+    assert tpot["difference"] == pytest.approx(abs(main["median_tpot_ms"] - conc["median_tpot_ms"]))
+    spreads = [max(v) - min(v) for v in ([r["median_tpot_ms"] for r in pt["repeat_figures"]] for pt in (main, conc))]
+    assert tpot["repeat_spread"] == pytest.approx(max(spreads))
+    assert tpot["within_noise"] == (tpot["difference"] <= tpot["repeat_spread"])
+    run_dir = tmp_path / "run"
+    assert verify.verify_run(run_dir).ok
+    p = run_dir / "records" / "performance.json"
+    changed = json.loads(p.read_text())
+    changed["metrics"]["serving"][0]["repeat_figures"][1]["median_tpot_ms"] *= 0.5
+    p.write_text(json.dumps(changed))
+    problems = verify.verify_run(run_dir).problems
+    assert any("repeat_figures[1].median_tpot_ms" in x for x in problems), problems
+    assert any("serving_agreement[median_tpot_ms" in x and "repeat_spread" in x for x in problems), problems
+
+
+def test_card_warns_when_the_same_settings_disagree_beyond_the_noise(tmp_path):
+    """The card's agreement table and the section's verdict: info while the two measurements agree,
+    warn (with both values and the spread) when the record says they do not."""
+    from ascendeval import report
+    from ascendeval.simserver import SimServer, SimSpec
+
+    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.004)) as sim:
+        _, rec, _ = _serving_record(tmp_path, _serving_params(tmp_path, sim.url, repeats=2))
+    run_dir = tmp_path / "run"
+    for lang in ("en", "zh"):
+        card = report.build_card(report.load_run(run_dir), lang).markdown
+        assert report.L(lang, "agreement_intro") in card
+    p = run_dir / "records" / "performance.json"
+    changed = json.loads(p.read_text())
+    conc = changed["metrics"]["serving"][1]
+    for r in conc["repeat_figures"]:  # as if the host had been twice as slow for this point
+        r["median_tpot_ms"] *= 2
+    conc["median_tpot_ms"] *= 2
+    changed["metrics"]["serving_agreement"] = serving.same_settings_agreement(changed["metrics"]["serving"])
+    p.write_text(json.dumps(changed))
+    data = report.load_run(run_dir)
+    v = report.section_verdict(data, "performance")
+    assert v.state == "warn", v
+    assert v.note.startswith("Median TPOT (ms) of the same settings measured twice:"), v.note
+    card = report.build_card(data, "en").markdown
+    assert report.L("en", "agreement_off") in card and "❌" in card
+
+
+def _point(sweep: str, tpots: list[float], conc: int | None = None) -> dict:
+    reps = [{"repeat": k, "median_tpot_ms": t, "output_tok_per_s": 1000 / t, "median_ttft_ms": 100.0}
+            for k, t in enumerate(tpots)]
+    mid = sorted(tpots)[len(tpots) // 2]
+    return {"sweep": sweep, "request_rate_label": "inf", "burstiness": 1.0, "max_concurrency": conc,
+            "num_requests": 32 * len(tpots), "median_tpot_ms": mid, "output_tok_per_s": 1000 / mid,
+            "median_ttft_ms": 100.0, "repeat_figures": reps}
+
+
+def test_same_settings_that_differ_beyond_the_repeats_spread_do_not_agree():
+    steady = serving.same_settings_agreement([_point("main", [8.0, 8.2, 8.1]), _point("rate", [8.3, 8.0, 8.1])])
+    assert {a["compared_metric"]: a["within_noise"] for a in steady} == {
+        "output_tok_per_s": True, "median_ttft_ms": True, "median_tpot_ms": True}
+    apart = serving.same_settings_agreement([_point("main", [8.0, 8.2, 8.1]), _point("rate", [16.0, 16.4, 16.1])])
+    tpot = next(a for a in apart if a["compared_metric"] == "median_tpot_ms")
+    assert tpot["within_noise"] is False and tpot["difference"] == pytest.approx(8.0)
+    assert tpot["repeat_spread"] == pytest.approx(0.4)
+    # one repeat: no noise to compare against, so no decision either way
+    single = serving.same_settings_agreement([_point("main", [8.0]), _point("rate", [16.0])])
+    assert single and all(a["within_noise"] is None and a["repeat_spread"] is None for a in single)
+    # different settings are not compared
+    assert serving.same_settings_agreement([_point("main", [8.0, 9.0]), _point("concurrency", [8.0, 9.0], conc=4)]) == []
 
 
 def test_serving_unreachable_endpoint_is_a_failed_step(tmp_path):

@@ -63,18 +63,77 @@ def render(b: CardBuilder) -> None:
                                        "peak_output_tok_per_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
                                        "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "p99_itl_ms",
                                        "median_e2el_ms", "p99_e2el_ms", "goodput_req_per_s"], kinds=["requests"])
+        _repeats_table(b, typed.serving_main)
     pts = m.get("serving")
     if isinstance(pts, list) and len(pts) > 1:
         keys = ["sweep", "request_rate_label", "max_concurrency", "completed_count", "request_throughput_req_per_s",
                 "output_tok_per_s", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_e2el_ms"]
-        b.add(md_table([metric_label(k, lang) for k in keys], [[fmt(p.get(k), k) for k in keys] for p in pts]),
+        b.add(md_table([metric_label(k, lang) for k in keys] + [L(lang, "tpot_per_repeat")],
+                       [[L(lang, f"sweep_{p['sweep']}")] + [fmt(p.get(k), k) for k in keys[1:]]
+                        + [_spread_text(pt, "median_tpot_ms", lang)] for p, pt in zip(pts, typed.serving or [])]),
               b.source("performance", ["requests"]))
+    _agreement_table(b, typed.serving_agreement)
     mem = m.get("memory")
     if isinstance(mem, dict):
         b.add(f"### {L(lang, 'perf_memory')}")
         b.kv_table("performance", mem)
     plots_of(b, "performance")
 
+
+
+def _repeats_table(b: CardBuilder, point: Any) -> None:
+    """The main point's repeats side by side: the spread a reader should allow any serving figure."""
+    reps = point.repeat_figures if point is not None else None
+    if not reps or len(reps) < 2:
+        return
+    keys = ["repeat", "duration_s", "output_tok_per_s", "median_ttft_ms", "median_tpot_ms", "p99_tpot_ms"]
+    rows = [[str(r.repeat + 1)] + [fmt(getattr(r, k), k, b.lang) for k in keys[1:]] for r in reps]
+    b.add(L(b.lang, "repeats_intro", n=len(reps)),
+          md_table([metric_label(k, b.lang) for k in keys], rows), b.source("performance", ["requests"]))
+
+
+def _spread_text(point: Any, key: str, lang: str) -> str:
+    """'lo – hi' of one figure over a point's repeats; blank with a single repeat."""
+    vals = [getattr(r, key) for r in point.repeat_figures or [] if getattr(r, key) is not None]
+    if len(vals) < 2:
+        return ""
+    return f"{fmt(min(vals), key, lang)} – {fmt(max(vals), key, lang)}"
+
+
+def _agreement_table(b: CardBuilder, agreement: Any) -> None:
+    """The main point against the sweep point with its settings: does one setting give one figure?"""
+    if not agreement:
+        return
+    lang = b.lang
+    head = [L(lang, "metric"), metric_label("first_point", lang), metric_label("second_point", lang),
+            metric_label("difference", lang), metric_label("repeat_spread", lang), metric_label("within_noise", lang)]
+    rows = [[metric_label(a.compared_metric, lang),
+             f"{fmt(a.first_value, a.compared_metric, lang)} ({point_name(a.first_point, lang)})",
+             f"{fmt(a.second_value, a.compared_metric, lang)} ({point_name(a.second_point, lang)})",
+             fmt(a.difference, a.compared_metric, lang),
+             fmt(a.repeat_spread, a.compared_metric, lang) if a.repeat_spread is not None else L(lang, "not_measured"),
+             fmt(a.within_noise, "within_noise", lang)] for a in agreement]
+    off = [a for a in agreement if a.within_noise is False]
+    b.add(f"#### {metric_label('serving_agreement', lang)}", L(lang, "agreement_intro"), md_table(head, rows),
+          L(lang, "agreement_off" if off else "agreement_ok"), b.source("performance"))
+
+
+def point_name(point: str, lang: str) -> str:
+    """A load point as the records name it ("rate rate=inf": sweep, then load) in the card's words."""
+    sweep, _, load = point.partition(" ")
+    return L(lang, f"sweep_{sweep}") + (f" {load}" if load else "")
+
+
+def agreement_warning(m: PerformanceMetrics, lang: str) -> str:
+    """The deciding figure of a `warn`: the first figure that differed between two measurements of
+    the same settings by more than the spread of their repeats; '' when none did."""
+    off = [a for a in m.serving_agreement or [] if a.within_noise is False]
+    if not off:
+        return ""
+    a = off[0]
+    return L(lang, "agreement_warn", metric=metric_label(a.compared_metric, lang),
+             first=fmt(a.first_value, a.compared_metric, lang), second=fmt(a.second_value, a.compared_metric, lang),
+             spread=fmt(a.repeat_spread, a.compared_metric, lang))
 
 
 def _gain(key: str, eager: Any, graph: Any) -> str:
@@ -95,8 +154,11 @@ def serving_conditions(point: Any, serving_params: dict[str, Any], engine: str, 
         load = L(lang, "load_all_at_once")
     else:
         load = L(lang, "load_rate", rate=fmt(point.request_rate_req_per_s, "request_rate_req_per_s", lang))
-    return L(lang, "cond_serving", input_len=serving_params.get("input_len", "?"),
-             output_len=serving_params.get("output_len", "?"), num=point.num_requests, load=load, engine=engine)
+    repeats = len(point.repeat_figures or []) or 1
+    text = L(lang, "cond_serving", input_len=serving_params.get("input_len", "?"),
+             output_len=serving_params.get("output_len", "?"), num=point.num_requests // repeats, load=load,
+             engine=engine)
+    return text + (L(lang, "cond_repeats", n=repeats) if repeats > 1 else "")
 
 
 def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary:
@@ -126,4 +188,7 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
         figures.append(figure("output_tok_per_s", thr.output_tok_per_s,
                               L(lang, "cond_throughput", num=n, input_len=thr.total_input_tokens // max(n, 1),
                                 output_len=thr.total_output_tokens // max(n, 1)), lang))
+    warning = agreement_warning(m, lang)
+    if warning:  # the figures above are not reproducible within this run: say so where they are read
+        return Summary("warn", warning, figures, sentence)
     return Summary("info", L(lang, "no_slo") if sm is None or sm.goodput_req_per_s is None else "", figures, sentence)

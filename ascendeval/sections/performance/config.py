@@ -78,6 +78,9 @@ class PerfServingConfig(Strict):
                                                         description="request-rate sweep (at max_concurrency)")
     concurrencies: list[int] = Field(default_factory=lambda: [1, 4, 16], description="concurrency sweep (rate inf)")
     sweep_num_prompts: int | None = Field(None, gt=0, description="prompts per sweep point; default num_prompts")
+    repeats: int = Field(3, gt=0, description="every load point is measured this many times, in rounds over all "
+                         "points; a point's figures pool its repeats, and their spread is the noise the card "
+                         "states (1: no noise measured)")
     warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
     settle_max_s: float = Field(20.0, ge=0, description="before each point, wait (at most this long) for the host's "
                                 "CPUs to go quiet: what ran just before must not be timed as the server; 0: no wait")

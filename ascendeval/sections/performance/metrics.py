@@ -1,10 +1,10 @@
 """The `metrics` of `records/performance.json`.
 
-Filled by the performance steps (`sections/performance/steps.py`): `plan` -> plan, `open_engine` ->
+Filled by the performance steps (`sections/performance/*.py`): `plan` -> plan, `open_engine` ->
 engine, `latency` -> latency + e2e_latency, `throughput` -> throughput + throughput_bare +
 throughput_harness_vs_bare_x, `prefill_decode` -> prefill_decode, `memory` -> memory,
 `graph_vs_eager` -> graph_vs_eager, `roofline` -> roofline, `serving` -> serving (after every load
-point) + serving_main; the serving statistics come from `metrics.serving_metrics` and
+point) + serving_main + serving_agreement; the serving statistics come from `metrics.serving_metrics` and
 `loadgen.LoadRun.metrics`. `engine_starts` and `steps` come from context.SectionRun. Offline blocks
 are absent on a served-only target (`target.engine: openai`), serving blocks on an hf target.
 """
@@ -171,6 +171,33 @@ class Roofline(MetricsModel):
     prefill_flops_note: str | None = None
 
 
+class ServingRepeat(MetricsModel):
+    """One repeat of a load point: the figures `serving.REPEAT_FIGURES` of its own requests."""
+
+    repeat: int  # 0-based round
+    duration_s: float
+    completed_count: int
+    output_tok_per_s: float | None
+    median_ttft_ms: float | None
+    median_tpot_ms: float | None
+    p99_tpot_ms: float | None
+    settle_wait_s: float | None
+    host_cpu_busy_before: float | None
+
+
+class ServingAgreement(MetricsModel):
+    """A sweep point with the main point's settings, compared with it (`serving.same_settings_agreement`)."""
+
+    compared_metric: str  # a key of ServingPoint
+    first_point: str
+    second_point: str
+    first_value: float
+    second_value: float
+    difference: float
+    repeat_spread: float | None  # widest spread of the figure over either point's repeats; None: 1 repeat
+    within_noise: bool | None  # difference <= repeat_spread; None: no noise measured
+
+
 class ServingPoint(MetricsModel):
     """One load point of the serving benchmark: `metrics.serving_metrics` (vLLM's definitions;
     None = not measured, e.g. no usage reported) + the load spec from `loadgen.LoadRun.metrics`."""
@@ -246,6 +273,9 @@ class ServingPoint(MetricsModel):
     settle_wait_s: float | None  # waited for a quiet host before the point; None: no wait asked
     host_cpu_busy_before: float | None  # busy share of the host's CPUs just before the point
     sweep: Literal["main", "rate", "concurrency"]
+    # the repeats pooled in the figures above (settle_wait_s summed, host_cpu_busy_before the highest);
+    # None in records written before repeats existed
+    repeat_figures: list[ServingRepeat] | None = None
 
 
 class ServingSweepPoint(ServingPoint):
@@ -270,3 +300,4 @@ class PerformanceMetrics(SectionMetrics):
     roofline: Roofline | None = None
     serving: list[ServingSweepPoint] | None = None  # main point first, then the rate and concurrency sweeps
     serving_main: ServingPoint | None = None
+    serving_agreement: list[ServingAgreement] | None = None  # None: no sweep point repeats the main settings

@@ -64,47 +64,114 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
 
     tok = AutoTokenizer.from_pretrained(run.model().path, trust_remote_code=run.cfg.model.trust_remote_code)
     slo = {"ttft": c.slo_ttft_ms, "tpot": c.slo_tpot_ms, "e2el": c.slo_e2el_ms}
+    n_sweep = c.sweep_num_prompts or c.num_prompts
+    plan_points = [("main", _rate(c.request_rate), c.max_concurrency, c.num_prompts)]
+    plan_points += [("rate", _rate(r), c.max_concurrency, n_sweep) for r in c.request_rates]
+    plan_points += [("concurrency", math.inf, k, n_sweep) for k in c.concurrencies]
+    runs: list[list[loadgen.LoadRun]] = [[] for _ in plan_points]
+    repeats: list[list[dict[str, Any]]] = [[] for _ in plan_points]
     points: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []
-    n_sweep = c.sweep_num_prompts or c.num_prompts
-    plan_points = [("main", loadgen.LoadSpec(_rate(c.request_rate), c.burstiness, c.max_concurrency, c.seed), c.num_prompts)]
-    plan_points += [("rate", loadgen.LoadSpec(_rate(r), c.burstiness, c.max_concurrency, c.seed), n_sweep)
-                    for r in c.request_rates]
-    plan_points += [("concurrency", loadgen.LoadSpec(math.inf, c.burstiness, k, c.seed), n_sweep) for k in c.concurrencies]
-    for i, (sweep, spec, n) in enumerate(plan_points):
-        # `warmup_load`: the first point is preceded by its own load once, untimed, for servers
-        # that build kernels or capture graphs per batch shape on first use.
-        as_load = c.warmup_load and i == 0
-        n_warm = n if as_load else c.warmup_requests
-        # Fresh prompts for every point and for its warm-up: the server caches prefixes (vLLM's
-        # default), so prompts sent before would be timed as cache hits.
-        ids = token_prompts(tok, n + n_warm, c.input_len, c.seed + 100 + i)  # exact input length
-        prompts: list[Any] = [tok.decode(x) for x in ids] if c.api == "chat" else ids
-        settle_s, busy = device_mod.wait_for_quiet_host(c.settle_max_s) if c.settle_max_s else (None, None)
-        lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
-                              warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
-        m = lr.metrics(slo)
-        m["settle_wait_s"], m["host_cpu_busy_before"] = settle_s, busy
-        m["sweep"] = sweep
-        points.append(m)
-        all_rows += lr.rows(sweep=sweep)
-        run.save_rows("requests", all_rows)  # after every point: a crash later keeps these
-        run.add("serving", points)
-        if m["failed_rate"] and m["failed_rate"] > c.max_failed_fraction:
-            first = next(iter(m["errors"]), "?")
-            raise ServingFailed(f"{m['failed_count']}/{m['num_requests']} requests failed at {spec.label()} "
-                                f"(allowed fraction {c.max_failed_fraction}); first error: {first}")
-    main = points[0]
-    run.add("serving_main", {k: v for k, v in main.items() if k != "errors"})
+    # Rounds: every point once per round, `repeats` rounds. A slow phase of the host (on a small
+    # CPU host, identical points measured minutes apart differed up to 2x in TPOT) is then spread
+    # over all points instead of landing on one, and the repeats of a point measure the run's noise.
+    for k in range(c.repeats):
+        for i, (sweep, rate, conc, n) in enumerate(plan_points):
+            spec = loadgen.LoadSpec(rate, c.burstiness, conc, c.seed + k)
+            # `warmup_load`: the first point is preceded by its own load once, untimed, for servers
+            # that build kernels or capture graphs per batch shape on first use.
+            as_load = c.warmup_load and i == 0 and k == 0
+            n_warm = n if as_load else c.warmup_requests
+            # Fresh prompts for every point, repeat and warm-up: the server caches prefixes (vLLM's
+            # default), so prompts sent before would be timed as cache hits.
+            ids = token_prompts(tok, n + n_warm, c.input_len, c.seed + 100 + i + 1000 * k)  # exact input length
+            prompts: list[Any] = [tok.decode(x) for x in ids] if c.api == "chat" else ids
+            settle_s, busy = device_mod.wait_for_quiet_host(c.settle_max_s) if c.settle_max_s else (None, None)
+            lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
+                                  warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
+            runs[i].append(lr)
+            one = lr.metrics(slo)
+            repeats[i].append({"repeat": k, **{f: one[f] for f in REPEAT_FIGURES},
+                               "settle_wait_s": settle_s, "host_cpu_busy_before": busy})
+            point = _pooled_point(runs[i], repeats[i], sweep, slo)
+            if k == 0:
+                points.append(point)
+            else:
+                points[i] = point
+            all_rows += lr.rows(sweep=sweep, repeat=k)
+            run.save_rows("requests", all_rows)  # after every measurement: a crash later keeps these
+            run.add("serving", points)
+            if one["failed_rate"] and one["failed_rate"] > c.max_failed_fraction:
+                first = next(iter(one["errors"]), "?")
+                raise ServingFailed(f"{one['failed_count']}/{one['num_requests']} requests failed at {spec.label()} "
+                                    f"(repeat {k + 1}; allowed fraction {c.max_failed_fraction}); first error: {first}")
+    run.add("serving_main", {k: v for k, v in points[0].items() if k != "errors"})
+    agreement = same_settings_agreement(points)
+    if agreement:
+        run.add("serving_agreement", agreement)
     plots = serving_plots(run, points, all_rows)
     return ServingResult(points, plots)
+
+
+# the figures kept per repeat: what the card compares and the noise band is taken over
+REPEAT_FIGURES = ("duration_s", "completed_count", "output_tok_per_s", "median_ttft_ms", "median_tpot_ms",
+                  "p99_tpot_ms")
+# the figures compared when the same settings were measured twice in one run
+AGREEMENT_FIGURES = ("output_tok_per_s", "median_ttft_ms", "median_tpot_ms")
+
+
+def _pooled_point(runs: list[loadgen.LoadRun], repeats: list[dict[str, Any]], sweep: str,
+                  slo: dict[str, Any]) -> dict[str, Any]:
+    """A point's figures over all its repeats' requests (durations summed), with each repeat's own
+    figures kept beside them."""
+    m = loadgen.LoadRun.pooled(runs).metrics(slo)
+    waits = [r["settle_wait_s"] for r in repeats if r["settle_wait_s"] is not None]
+    busy = [r["host_cpu_busy_before"] for r in repeats if r["host_cpu_busy_before"] is not None]
+    m["settle_wait_s"] = sum(waits) if waits else None
+    m["host_cpu_busy_before"] = max(busy) if busy else None
+    m["sweep"] = sweep
+    m["repeat_figures"] = list(repeats)
+    return m
+
+
+def repeat_spread(point: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """(lowest, highest) of one figure over a point's repeats; None with fewer than two repeats."""
+    vals = [r.get(key) for r in point.get("repeat_figures") or []]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return (min(vals), max(vals)) if len(vals) >= 2 else None
+
+
+def same_settings_agreement(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where a sweep point repeats the main point's settings (rate, burstiness, concurrency and
+    request count), whether the two agree: the difference of each figure against the run's noise,
+    the widest spread of that figure over either point's repeats. Agreement is None (not decided)
+    with a single repeat: there is no noise to compare against."""
+    def settings(pt: dict[str, Any]) -> tuple:
+        return pt["request_rate_label"], pt["burstiness"], pt["max_concurrency"], pt["num_requests"]
+
+    main = points[0]
+    out = []
+    for pt in points[1:]:
+        if settings(pt) != settings(main):
+            continue
+        for key in AGREEMENT_FIGURES:
+            a, b = main.get(key), pt.get(key)
+            if a is None or b is None or a + b <= 0:
+                continue
+            spreads = [s for s in (repeat_spread(main, key), repeat_spread(pt, key)) if s is not None]
+            noise = max((hi - lo for lo, hi in spreads), default=None)
+            out.append({"compared_metric": key, "first_point": "main", "second_point": f"{pt['sweep']} {_load_label(pt)}",
+                        "first_value": a, "second_value": b, "difference": abs(a - b), "repeat_spread": noise,
+                        "within_noise": None if noise is None else abs(a - b) <= noise})
+    return out
 
 
 def serving_plots(run: SectionRun, points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     """TTFT/TPOT vs request rate, throughput vs concurrency, TTFT distributions; PNGs under artifacts/."""
     c = run.conf.serving
-    n = max((pt.get("num_requests") or 0 for pt in points), default=0)
-    workload = {"inp": c.input_len, "out": c.output_len, "n": n}
+    k = max((len(pt.get("repeat_figures") or []) for pt in points), default=1) or 1
+    n = max((pt.get("num_requests") or 0 for pt in points), default=0) // k
+    workload = {"inp": c.input_len, "out": c.output_len, "n": n, "k": k}
     rate_pts = [pt for pt in points if pt["sweep"] == "rate"]
     conc_pts = [pt for pt in points if pt["sweep"] == "concurrency"]
     out = []
@@ -143,6 +210,12 @@ def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: d
             line, = ax.plot(range(n_finite), ys[:n_finite], style, mfc=fill, label=word(lang, stat))
             if n_finite < len(ordered):
                 ax.plot([n_finite], ys[n_finite:], style[0], mfc=fill, color=line.get_color(), ms=8)
+            if stat == "median":  # the median's range over the repeats: the noise a trend must exceed
+                spans = [(x, repeat_spread(pt, f"median_{key}_ms")) for x, pt in enumerate(ordered)]
+                spans = [(x, sp) for x, sp in spans if sp is not None]
+                if spans:
+                    ax.vlines([x for x, _ in spans], [lo for _, (lo, _) in spans], [hi for _, (_, hi) in spans],
+                              color=line.get_color(), alpha=0.35, lw=6, label=word(lang, "repeat_range"))
         if n_finite < len(ordered):
             ax.axvline(n_finite - 0.5, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(ordered)), ticks)

@@ -97,3 +97,65 @@ def _serving(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
             if point.get("total_output_tokens") is not None and point.get("output_tok_per_s") is not None:
                 res.same(f"{where}.output_tok_per_s", point.get("output_tok_per_s"), point["total_output_tokens"] / dur)
 
+        _repeats(res, where, point, g)
+    _agreement(res, m.get("serving_agreement"), points)
+
+
+def _repeats(res: VerifyResult, where: str, point: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Each repeat's figures from its own rows; the pooled duration is the repeats' durations summed."""
+    reps = point.get("repeat_figures")
+    if not isinstance(reps, list):
+        return
+    by_repeat: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_repeat[r.get("repeat")].append(r)
+    res.same(f"{where}.repeat_figures (how many)", len(reps), len(by_repeat))
+    res.same(f"{where}.duration_s", point.get("duration_s"), sum(rep.get("duration_s") or 0 for rep in reps))
+    for rep in reps:
+        k = rep.get("repeat")
+        ok = [r for r in by_repeat.get(k, []) if r.get("success")]
+        at = f"{where}.repeat_figures[{k}]"
+        res.same(f"{at}.completed_count", rep.get("completed_count"), len(ok))
+        for name in ("ttft", "tpot"):
+            res.same(f"{at}.median_{name}_ms", rep.get(f"median_{name}_ms"),
+                     pct([r[f"{name}_ms"] for r in ok if is_num(r.get(f"{name}_ms"))], 50))
+        dur = rep.get("duration_s")
+        if is_num(dur) and dur > 0 and ok and all(is_num(r.get("output_tokens")) for r in ok):
+            res.same(f"{at}.output_tok_per_s", rep.get("output_tok_per_s"), sum(r["output_tokens"] for r in ok) / dur)
+
+
+def _agreement(res: VerifyResult, agreement: Any, points: list[dict[str, Any]]) -> None:
+    """The same-settings comparison from the points it names: values, difference, the widest spread
+    over either point's repeats, and whether the difference is within it."""
+    if not isinstance(agreement, list):
+        return
+    main = points[0]
+    for a in agreement:
+        key = a.get("compared_metric")
+        where = f"performance.serving_agreement[{key} {a.get('second_point')}]"
+        sweep, _, load = str(a.get("second_point")).partition(" ")
+        twins = [pt for pt in points[1:] if pt.get("sweep") == sweep and _label(pt) == load]
+        if len(twins) != 1:
+            res.problem(where, f"names a point the serving record does not hold once ({len(twins)} found)")
+            continue
+        first, second = main.get(key), twins[0].get(key)
+        res.same(f"{where}.first_value", a.get("first_value"), first)
+        res.same(f"{where}.second_value", a.get("second_value"), second)
+        if not (is_num(first) and is_num(second)):
+            continue
+        res.same(f"{where}.difference", a.get("difference"), abs(first - second))
+        spreads = []
+        for pt in (main, twins[0]):
+            vals = [rep.get(key) for rep in pt.get("repeat_figures") or [] if is_num(rep.get(key))]
+            if len(vals) >= 2:
+                spreads.append(max(vals) - min(vals))
+        spread = max(spreads) if spreads else None
+        res.same(f"{where}.repeat_spread", a.get("repeat_spread"), spread)
+        res.same(f"{where}.within_noise", a.get("within_noise"),
+                 None if spread is None else abs(first - second) <= spread)
+
+
+def _label(pt: dict[str, Any]) -> str:
+    """The load label a point's rows carry ("rate=inf", "rate=inf conc=4"): loadgen.LoadSpec.label."""
+    conc = pt.get("max_concurrency")
+    return f"rate={pt.get('request_rate_label')}" + ("" if conc is None else f" conc={conc}")
