@@ -50,7 +50,6 @@ class SectionRun:
         self.metrics: dict[str, Any] = {}
         self.steps: dict[str, dict[str, Any]] = {}
         self.artifacts: list[str] = []
-        self._skip_reason: str | None = None
         self._env_summary: dict[str, Any] | None = None
         self._model: Any = None
         self.engine_starts: list[dict[str, Any]] = []
@@ -67,6 +66,8 @@ class SectionRun:
             result = fn(*args, **kwargs)
         except SectionSkipped as exc:
             self.steps[name] = {"status": "skipped", "reason": str(exc), "wall_s": time.perf_counter() - t0}
+            if exc.zh:
+                self.steps[name]["reason_zh"] = exc.zh
             log.info("step %s skipped: %s", name, exc)
             result = None
         except Exception as exc:  # noqa: BLE001 - any failure of a measurement is a result to record
@@ -97,8 +98,10 @@ class SectionRun:
             return value
         info = self.steps.get(step)
         if info is None:
-            raise SectionSkipped(f"needs step '{step}', which has not run")
-        raise SectionSkipped(f"needs step '{step}', which {info['status']}: {info['reason']}")
+            raise SectionSkipped(f"needs step '{step}', which has not run", zh=f"依赖的步骤 {step} 尚未运行")
+        zh_status = {"skipped": "已跳过", "failed": "失败"}.get(info["status"], info["status"])
+        raise SectionSkipped(f"needs step '{step}', which {info['status']}: {info['reason']}",
+                             zh=f"依赖的步骤 {step} {zh_status}：{info.get('reason_zh') or info['reason']}")
 
     def add(self, key: str, value: Any) -> Any:
         """Store a metric (dataclasses and numpy values are converted) and checkpoint.
@@ -225,10 +228,6 @@ class SectionRun:
         elif result is not None:
             display(result)
 
-    def skip(self, reason: str) -> None:
-        """Mark the whole section skipped (it does not apply to this target)."""
-        self._skip_reason = reason
-
     # ------------------------------------------------------------------ record
 
     def env_summary(self) -> dict[str, Any]:
@@ -238,7 +237,7 @@ class SectionRun:
             self._env_summary = env.versions()
         return self._env_summary
 
-    def _record(self, status: str, reason: str | None) -> records.Record:
+    def _record(self, status: str, reason: str | None, reason_zh: str | None = None) -> records.Record:
         cfg = self.cfg
         metrics = dict(self.metrics)
         if self.steps:
@@ -247,6 +246,7 @@ class SectionRun:
             section=self.section,
             status=status,  # type: ignore[arg-type]
             reason=reason,
+            reason_zh=reason_zh,
             run_id=self.run_id,
             model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
                    "dtype": cfg.model.dtype},
@@ -262,7 +262,7 @@ class SectionRun:
 
     def _checkpoint(self) -> None:
         last = next(reversed(self.steps)) if self.steps else None
-        rec = self._record("failed", f"section did not finish (last step: {last})")
+        rec = self._record("failed", f"section did not finish (last step: {last})", f"章节未运行完成（最后一步：{last}）")
         try:
             records.save(self.run_dir, rec)
         except records.RecordError as exc:
@@ -273,9 +273,7 @@ class SectionRun:
     def finish(self) -> dict[str, Any]:
         """Write the final record and return it. Status: skipped / failed (any failed step) / ok."""
         failed = {k: v["reason"] for k, v in self.steps.items() if v["status"] == "failed"}
-        if self._skip_reason:
-            status, reason = "skipped", self._skip_reason
-        elif failed:
+        if failed:
             status, reason = "failed", "; ".join(f"{k}: {r}" for k, r in failed.items())
         else:
             status, reason = "ok", None

@@ -42,6 +42,7 @@ class Record:
     model: dict[str, Any]
     target: dict[str, Any]
     reason: str | None = None
+    reason_zh: str | None = None  # the reason in Chinese where the writer has one (the Chinese card shows it)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     env: dict[str, Any] = field(default_factory=dict)
     git_hash: str | None = None

@@ -116,10 +116,11 @@ def _move_stderr_to_log(nb: Any, log_path: Path, rel: str) -> None:
 
 
 def _new_record(run_dir: Path, cfg: config_mod.RunConfig, section: str, status: str, reason: str,
-                params_file: str) -> records.Record:
+                params_file: str, reason_zh: str | None = None) -> records.Record:
     """An envelope written by the runner itself (the notebook wrote none)."""
     return records.Record(
-        section=section, status=status, reason=reason, run_id=run_dir.name,  # type: ignore[arg-type]
+        section=section, status=status, reason=reason, reason_zh=reason_zh,  # type: ignore[arg-type]
+        run_id=run_dir.name,
         model={"id": cfg.model.id, "name": cfg.model.short_name, "revision": cfg.model.revision,
                "dtype": cfg.model.dtype},
         target={"engine": cfg.target.engine, "device": cfg.target.device, "count": cfg.target.count},
@@ -136,12 +137,14 @@ def _mark_failed(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason:
     existing["status"] = "failed"
     prior = existing.get("reason")
     existing["reason"] = reason if not prior or prior.startswith("section did not finish") else f"{prior}; {reason}"
+    existing["reason_zh"] = None  # a failure's reason is the error's own text, in English
     records.save(run_dir, records.Record(**{k: v for k, v in existing.items()
                                             if k in records.Record.__dataclass_fields__}))
 
 
-def _mark_skipped(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str) -> None:
-    records.save(run_dir, _new_record(run_dir, cfg, section, "skipped", reason, params_file))
+def _mark_skipped(run_dir: Path, cfg: config_mod.RunConfig, section: str, reason: str, params_file: str,
+                  reason_zh: str | None = None) -> None:
+    records.save(run_dir, _new_record(run_dir, cfg, section, "skipped", reason, params_file, reason_zh))
 
 
 def run_section(section: str, cfg: config_mod.RunConfig, params_file: Path, run_dir: Path,
@@ -314,7 +317,7 @@ def run_one(params_file: str | Path, sections: list[str] | None = None, run_id: 
             if plan[section] == "kept":
                 outcome = SectionOutcome(section, "ok", "kept from the earlier run (--resume)", 0.0)
             elif plan[section] == "disabled":
-                _mark_skipped(run_dir, cfg, section, "disabled in params", str(params_path))
+                _mark_skipped(run_dir, cfg, section, "disabled in params", str(params_path), "参数中已关闭")
                 outcome = SectionOutcome(section, "skipped", "disabled in params", 0.0)
             else:
                 print(f"[{cfg.model.short_name}] ({i}/{len(wanted)}) {section} ... "

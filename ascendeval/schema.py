@@ -68,6 +68,7 @@ class StepStatus(MetricsModel):
     catalog_exempt: ClassVar[str | None] = "step bookkeeping of context.SectionRun"
     status: Literal["ok", "failed", "skipped"]
     reason: str | None
+    reason_zh: str | None = None  # a skip reason in Chinese, where the step wrote one (SectionSkipped(zh=...))
     wall_s: float
 
 
@@ -236,6 +237,7 @@ def record_json_schema(models: dict[str, type[BaseModel]], schema_version: int) 
             "section": {"enum": list(models)},
             "status": {"enum": list(RECORD_STATUSES)},
             "reason": text_or_null,
+            "reason_zh": text_or_null,
             "run_id": {"type": "string"},
             "created_at": {"type": "string"},
             "model": {"type": "object", "properties": {"id": {"type": "string"}, "name": text_or_null,

@@ -69,9 +69,9 @@ def test_verdicts_and_not_measured(run_dir: Path):
     assert v["quality"].state == "none" and v["features"].state == "none"
     missing = report.not_measured(data)
     whats = {(m["section"], m["what"]): m for m in missing}
-    assert whats[("smoke", "chat")]["reason"] == "no chat template"
+    assert whats[("smoke", "Chat-template prompt")]["reason"] == "no chat template"
     assert whats[("features", "—")]["reason"] == "PD disaggregation needs two devices"
-    assert whats[("environment", "npu_smi")]["status"] == "hw"
+    assert whats[("environment", "npu-smi")]["status"] == "hw"
     assert ("quality", "—") in whats and ("performance", "—") in whats  # never run: listed, not hidden
 
 
@@ -105,3 +105,35 @@ def test_card_from_partial_records_en_zh(run_dir: Path):
     assert "This section has no record in this run" in en  # performance, precision, ...
     assert "## 加载与冒烟测试" in zh and "本次运行没有该章节的记录" in zh and "## 常见问题" in zh
     assert "[records/smoke.json](records/smoke.json)" in en
+
+
+def test_every_step_the_notebooks_run_has_a_label_in_both_languages():
+    """The not-measured list and the FAQ name steps; a step without a label would show its code name."""
+    import re
+
+    from ascendeval.report.text import card_text
+
+    code = [p.read_text() for p in [*(ROOT / "notebooks").glob("*.py"), *(ROOT / "ascendeval").rglob("*.py")]]
+    names = {n for text in code for n in re.findall(r"\.step\(\s*\"([a-z_0-9]+)\"", text)}
+    assert len(names) > 40  # the scan found the steps
+    text = card_text()
+    missing = sorted(n for n in names if not {"en", "zh"} <= set(text.get(f"step_{n}") or {}))
+    assert not missing, f"steps without a step_<name> label (en and zh) in ascendeval/data/card_text.yaml: {missing}"
+
+
+def test_not_measured_in_chinese_uses_the_writers_chinese_reason(run_dir: Path):
+    steps = {"prefix_caching_off": {"status": "skipped", "reason": "prefix_caching: false in params",
+                                    "reason_zh": "参数中 prefix_caching 为 false", "wall_s": 0.0},
+             "serving": {"status": "failed", "reason": "EndpointError: unreachable", "wall_s": 0.1}}
+    records.save(run_dir, _rec("features", steps=steps))
+    records.save(run_dir, records.Record(section="quality", status="skipped", reason="disabled in params",
+                                         reason_zh="参数中已关闭", run_id="r1", model={"id": "m"},
+                                         target={"engine": "vllm", "device": "cpu"}))
+    data = report.load_run(run_dir)
+    zh = {(i["section"], i["what"]): i["reason"] for i in report.not_measured(data, "zh")}
+    assert zh[("features", "关闭前缀缓存（对照）")] == "参数中 prefix_caching 为 false"
+    assert zh[("features", "服务化压测")] == "EndpointError: unreachable"  # an error's own text stays as raised
+    assert zh[("quality", "—")] == "参数中已关闭"
+    en = {(i["section"], i["what"]): i["reason"] for i in report.not_measured(data, "en")}
+    assert en[("features", "Prefix caching off (comparison)")] == "prefix_caching: false in params"
+    assert "参数中已关闭" in report.build_card(data, "zh").markdown

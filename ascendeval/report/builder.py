@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from .. import sections as sections_mod
 from .cells import fmt, is_scalar, md_escape, md_table
 from .rundata import RunData
-from .text import L, metric_label
+from .text import L, metric_label, reason_text
 
 
 @dataclass
@@ -94,7 +94,7 @@ class CardBuilder:
         st = rec.get("status", "?")
         line = L(self.lang, "section_status", status=L(self.lang, st))
         if rec.get("reason"):
-            line += " — " + L(self.lang, "section_reason", reason=md_escape(rec["reason"], 400))
+            line += " — " + L(self.lang, "section_reason", reason=md_escape(reason_text(rec, self.lang), 400))
         self.add(line + " " + self.source(section))
         return bool(rec.get("metrics"))
 

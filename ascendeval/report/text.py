@@ -37,6 +37,19 @@ def section_label(section: str, lang: str = "en") -> str:
         return section
 
 
+def step_label(name: str, lang: str = "en") -> str:
+    """A notebook step (`run.step(name, ...)`) as the card names it; the name itself when unknown."""
+    return L(lang, f"step_{name}") if f"step_{name}" in card_text() else name
+
+
+def reason_text(entry: dict[str, Any] | None, lang: str) -> str:
+    """The reason a record or step gives, in `lang` where the writer wrote one (`reason_zh`); a
+    failure's reason is the error's own text and stays as raised."""
+    if not entry:
+        return ""
+    return (entry.get(f"reason_{lang}") if lang != "en" else None) or entry.get("reason") or ""
+
+
 def verdict_label(state: str, lang: str) -> str:
     return L(lang, {"pass": "v_pass", "fail": "v_fail", "warn": "v_warn", "info": "v_info"}.get(state, "v_none"))
 

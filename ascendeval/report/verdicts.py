@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from .. import sections as sections_mod
 from .cells import fmt, get
 from .rundata import RunData
-from .text import L, metric_label
+from .text import L, metric_label, reason_text, step_label
 
 HARDWARE_SPECIFIC = {"cann", "npu_driver", "npu_smi", "nvidia_smi", "cuda", "npu", "torch_npu", "vllm_ascend"}
 
@@ -56,7 +56,7 @@ def section_verdict(data: RunData, section: str, lang: str = "en") -> Verdict:
     rec = data.rec(section)
     if rec is None:
         return Verdict(section, "none", L(lang, "section_missing"))
-    status, reason = rec.get("status"), rec.get("reason") or ""
+    status, reason = rec.get("status"), reason_text(rec, lang)
     m = rec.get("metrics", {})
     if status == "skipped":
         return Verdict(section, "none", reason)
@@ -91,13 +91,17 @@ def not_measured(data: RunData, lang: str = "en") -> list[dict[str, str]]:
                 out.append({"section": section, "what": "—", "status": "skipped", "reason": L(lang, "section_missing")})
             continue
         if rec.get("status") in ("skipped", "failed"):
-            out.append({"section": section, "what": "—", "status": rec["status"], "reason": rec.get("reason") or ""})
+            out.append({"section": section, "what": "—", "status": rec["status"], "reason": reason_text(rec, lang)})
         for name, st in (get(rec, "metrics.steps") or {}).items():
             if isinstance(st, dict) and st.get("status") in ("skipped", "failed"):
-                out.append({"section": section, "what": name, "status": st["status"], "reason": st.get("reason") or ""})
+                out.append({"section": section, "what": step_label(name, lang), "status": st["status"],
+                            "reason": reason_text(st, lang)})
     absent = get(data.rec("environment"), "metrics.system.absent") or {}
     for comp, why in absent.items():
-        out.append({"section": "environment", "what": comp, "status": "hw" if comp in HARDWARE_SPECIFIC else "absent",
-                    "reason": str(why)})
+        # the probe's finding (paths it looked in, the import error) is technical text: the card
+        # says what is absent in its language and keeps the finding as found
+        out.append({"section": "environment", "what": L(lang, f"comp_{comp}"),
+                    "status": "hw" if comp in HARDWARE_SPECIFIC else "absent",
+                    "reason": str(why) if lang == "en" else L(lang, "absent_reason", finding=why)})
     return out
 
