@@ -62,6 +62,7 @@ class Metric:
     zh: str
     stat: str | None = None  # for family members: mean, median, std, min, max, pNN
     stem: str | None = None  # the family's quantity, e.g. ttft_ms
+    values: dict[str, dict[str, str]] | None = None  # a text key's fixed values -> {en, zh} as the card says them
 
     def label(self, lang: str = "en") -> str:
         text = self.zh if lang == "zh" else self.en
@@ -120,7 +121,8 @@ def catalog() -> dict[str, Metric]:
         if spec.get("plain", True):
             add(Metric(stem, spec["kind"], spec.get("unit"), spec.get("better"), spec["en"], spec["zh"]))
     for key, spec in (doc.get("metrics") or {}).items():
-        add(Metric(key, spec["kind"], spec.get("unit"), spec.get("better"), spec["en"], spec["zh"]))
+        add(Metric(key, spec["kind"], spec.get("unit"), spec.get("better"), spec["en"], spec["zh"],
+                   values=spec.get("values")))
     return out
 
 
@@ -184,6 +186,8 @@ def format_value(value: Any, key: str = "", lang: str = "en") -> str:
     m = catalog().get(key)
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v, key, lang) for v in value)
+    if isinstance(value, str) and m is not None and m.values and value in m.values:
+        return m.values[value].get(lang, m.values[value]["en"])
     if not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):

@@ -69,7 +69,7 @@ def render(b: CardBuilder) -> None:
         keys = ["sweep", "request_rate_label", "max_concurrency", "completed_count", "request_throughput_req_per_s",
                 "output_tok_per_s", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_e2el_ms"]
         b.add(md_table([metric_label(k, lang) for k in keys] + [L(lang, "tpot_per_repeat")],
-                       [[L(lang, f"sweep_{p['sweep']}")] + [fmt(p.get(k), k) for k in keys[1:]]
+                       [[fmt(p.get(k), k, lang) for k in keys]
                         + [_spread_text(pt, "median_tpot_ms", lang)] for p, pt in zip(pts, typed.serving or [])]),
               b.source("performance", ["requests"]))
     _agreement_table(b, typed.serving_agreement)
@@ -121,7 +121,7 @@ def _agreement_table(b: CardBuilder, agreement: Any) -> None:
 def point_name(point: str, lang: str) -> str:
     """A load point as the records name it ("rate rate=inf": sweep, then load) in the card's words."""
     sweep, _, load = point.partition(" ")
-    return L(lang, f"sweep_{sweep}") + (f" {load}" if load else "")
+    return fmt(sweep, "sweep", lang) + (f" {load}" if load else "")
 
 
 def agreement_warning(m: PerformanceMetrics, lang: str) -> str:
