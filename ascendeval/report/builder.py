@@ -110,16 +110,18 @@ def table_of(b: CardBuilder, section: str, obj: Any) -> None:
               b.source(section))
     elif isinstance(obj, dict):
         arms = {k: v for k, v in obj.items() if isinstance(v, dict) and any(is_scalar(x) for x in v.values())}
+        flat = {k: v for k, v in obj.items() if is_scalar(v)}
         if arms:
             keys = list(dict.fromkeys(k for v in arms.values() for k, x in v.items() if is_scalar(x)))
-            b.add(md_table([L(lang, "metric")] + [metric_label(a, lang) for a in arms],
-                           [[metric_label(k, lang)] + [fmt(v.get(k), k, lang) for v in arms.values()] for k in keys]),
-                  b.source(section))
+            table = md_table([L(lang, "metric")] + [metric_label(a, lang) for a in arms],
+                             [[metric_label(k, lang)] + [fmt(v.get(k), k, lang) for v in arms.values()] for k in keys])
+            # figures over all arms (prompts, speed-up): one line under their table, not a table of their own
+            over_all = " · ".join(f"{metric_label(k, lang)}: **{fmt(v, k, lang)}**" for k, v in flat.items())
+            b.add(table, *([over_all] if over_all else []), b.source(section))
         for v in obj.values():
             if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
                 table_of(b, section, v)
-        flat = {k: v for k, v in obj.items() if is_scalar(v)}
-        if flat:
+        if flat and not arms:
             b.add(md_table([L(lang, "metric"), L(lang, "value")],
                            [(metric_label(k, lang), fmt(v, k, lang)) for k, v in flat.items()]), b.source(section))
 

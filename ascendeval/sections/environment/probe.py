@@ -441,7 +441,8 @@ def bandwidth_probe(run) -> dict[str, Any]:
 
     conf = run.conf
     if not conf.probes:
-        raise SectionSkipped("probes disabled (sections.environment.probes: false)")
+        raise SectionSkipped("probes disabled (sections.environment.probes: false)",
+                             zh="探测已关闭（sections.environment.probes: false）")
     sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
     return {**measure_bandwidth(run.cfg.target.device, sizes["bandwidth_mib"], conf.probe_repeats),
             "sized_by": sizes["sized_by"]}
@@ -452,7 +453,8 @@ def matmul_probe(run) -> dict[str, Any]:
 
     conf = run.conf
     if not conf.probes:
-        raise SectionSkipped("probes disabled (sections.environment.probes: false)")
+        raise SectionSkipped("probes disabled (sections.environment.probes: false)",
+                             zh="探测已关闭（sections.environment.probes: false）")
     sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
     return {**measure_matmul(run.cfg.target.device, sizes["matmul_sizes"], conf.matmul_dtypes, conf.probe_repeats,
                              conf.matmul_budget_s), "sized_by": sizes["sized_by"]}

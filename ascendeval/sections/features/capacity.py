@@ -23,11 +23,11 @@ def capacity(run: SectionRun, main: Main | None) -> Table:
     (a batch that did not fit is preempted, not failed) and the process memory it used."""
     c = run.conf
     if not c.capacity:
-        raise SectionSkipped("capacity: false in params")
+        raise SectionSkipped("capacity: false in params", zh="参数文件中设置了 capacity: false")
     m = _need(main)
     blocks, bs = m.info.get("kv_cache_blocks"), m.info.get("block_size")
     if not blocks or not bs:
-        raise SectionSkipped("the engine reports no KV block count")
+        raise SectionSkipped("the engine reports no KV block count", zh="引擎未报告 KV 块数量")
     lengths, dropped = context_lengths(c.capacity_lengths, m.info["max_model_len"], 0, m.info.get("kv_cache_tokens"))
     rows = []
     for n in lengths:

@@ -21,7 +21,9 @@ CORPUS = paths.PACKAGE_DIR / "data" / "corpus" / "en.txt"
 def _need_vllm(run: SectionRun) -> None:
     if run.cfg.target.engine != "vllm":
         raise SectionSkipped(f"needs the vllm engine (target engine is {run.cfg.target.engine}); "
-                             "these features are engine settings of vLLM / vLLM-Ascend")
+                             "these features are engine settings of vLLM / vLLM-Ascend",
+                             zh=f"需要 vllm 引擎（被测目标的引擎为 {run.cfg.target.engine}）；"
+                             "这些特性是 vLLM / vLLM-Ascend 的引擎设置")
 
 
 def counter_delta(before: dict[str, Any], after: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -152,7 +154,8 @@ def close(main: Main | None) -> None:
 
 def _need(main: Main | None) -> Main:
     if main is None:
-        raise SectionSkipped("the main engine did not start (see step 'main_engine')")
+        raise SectionSkipped("the main engine did not start (see step 'main_engine')",
+                             zh="主引擎未能启动（见步骤 'main_engine'）")
     return main
 
 

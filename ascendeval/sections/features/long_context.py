@@ -47,12 +47,13 @@ def long_context(run: SectionRun, main: Main | None) -> Table:
     """TTFT and decode speed vs input length on the main engine (chunked prefill as configured)."""
     c = run.conf
     if not c.long_context:
-        raise SectionSkipped("long_context: false in params")
+        raise SectionSkipped("long_context: false in params", zh="参数文件中设置了 long_context: false")
     m = _need(main)
     lengths, dropped = context_lengths(c.long_context_lengths, m.info["max_model_len"], c.long_context_output_len,
                                        m.info.get("kv_cache_tokens"))
     if not lengths:
-        raise SectionSkipped(f"no length fits max_model_len {m.info['max_model_len']}")
+        raise SectionSkipped(f"no length fits max_model_len {m.info['max_model_len']}",
+                             zh=f"没有任何长度能放入 max_model_len {m.info['max_model_len']}")
     chunked = bool(m.info.get("enable_chunked_prefill"))
     mode = "chunked_on" if chunked else "chunked_off"
     budget = m.info.get("max_num_batched_tokens")
@@ -76,18 +77,24 @@ def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) ->
     step budget must hold the longest prompt)."""
     c = run.conf
     if not (c.long_context and c.chunked_prefill_off):
-        raise SectionSkipped("long_context / chunked_prefill_off: false in params")
+        raise SectionSkipped("long_context / chunked_prefill_off: false in params",
+                             zh="参数文件中设置了 long_context / chunked_prefill_off: false")
     m = _need(main)
     if on is None:
-        raise SectionSkipped("the chunked-on sweep did not run (see step 'long_context')")
+        raise SectionSkipped("the chunked-on sweep did not run (see step 'long_context')",
+                             zh="开启分块预填充（chunked prefill）的长度扫描未运行（见步骤 'long_context'）")
     if not m.info.get("enable_chunked_prefill"):
-        raise SectionSkipped("the main engine already runs with chunked prefill off")
+        raise SectionSkipped("the main engine already runs with chunked prefill off",
+                             zh="主引擎本身已在关闭分块预填充（chunked prefill）的状态下运行")
     lengths = on.summary["lengths"]
     if not any(r["prefill_chunks"] > 1 for r in on.rows):
         # chunking only splits a prompt longer than the step budget: off would run the same schedule
         raise SectionSkipped(f"no swept length exceeds the main engine's max_num_batched_tokens "
                              f"{m.info.get('max_num_batched_tokens')}: chunked prefill split no prompt; "
-                             "set features.chunk_tokens below the longest length")
+                             "set features.chunk_tokens below the longest length",
+                             zh=f"扫描的长度均未超过主引擎的 max_num_batched_tokens "
+                             f"{m.info.get('max_num_batched_tokens')}：分块预填充没有切分任何提示词；"
+                             "请将 features.chunk_tokens 设为小于最长长度的值")
     eng = run.engine("features-chunked-off", enable_chunked_prefill=False,
                      max_num_batched_tokens=max(m.info["max_model_len"], m.info.get("max_num_batched_tokens") or 0))
     try:
@@ -109,7 +116,7 @@ def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) ->
 def long_context_plot(run: SectionRun, on: Table | None, off: Table | None) -> Plot:
     """TTFT and decode speed vs input length, chunked prefill on (and off when measured)."""
     if on is None:
-        raise SectionSkipped("no long-context sweep to plot")
+        raise SectionSkipped("no long-context sweep to plot", zh="没有可绘图的长上下文扫描结果")
     from ... import plotting
 
     word = plotting.word

@@ -13,7 +13,7 @@ def opscan(run: SectionRun) -> Any:
 
     c = run.conf
     if not c.opscan:
-        raise SectionSkipped("opscan: false in params")
+        raise SectionSkipped("opscan: false in params", zh="参数文件中设置了 opscan: false")
     path = c.opscan_model_path or str(run.model().path)
     res = opscan_mod.scan(path, device=run.cfg.target.device, trace=c.opscan_trace,
                           trust_remote_code=run.cfg.model.trust_remote_code)

@@ -31,7 +31,7 @@ def prefill_decode_split(run: SectionRun, main: Main | None) -> Table:
     input/output length mixes; requests one at a time and with fresh tokens (no cache hits)."""
     c = run.conf
     if not c.pd_split:
-        raise SectionSkipped("pd_split: false in params")
+        raise SectionSkipped("pd_split: false in params", zh="参数文件中设置了 pd_split: false")
     m = _need(main)
     limit = m.info["max_model_len"]
     rows, dropped = [], []
@@ -47,7 +47,8 @@ def prefill_decode_split(run: SectionRun, main: Main | None) -> Table:
             rows.append({"mix": f"{in_len}/{out_len}", "input_len": in_len, "output_len": out_len, **r,
                          "prefill_share": safe_ratio(r["prefill_ms"], total), "e2e_ms": wall * 1000})
     if not rows:
-        raise SectionSkipped(f"every mix exceeds max_model_len {limit}: {dropped}")
+        raise SectionSkipped(f"every mix exceeds max_model_len {limit}: {dropped}",
+                             zh=f"每种输入/输出长度组合都超过 max_model_len {limit}：{dropped}")
     run.save_rows("pd_split_requests", rows)
     df = pd.DataFrame(rows)
     agg = df.groupby("mix", sort=False).agg(
@@ -75,12 +76,13 @@ def disagg_reference(run: SectionRun, main: Main | None) -> DisaggReference:
     """Single-instance TTFT/TPOT and outputs on the main engine (fresh prompts: no cache hits)."""
     c = run.conf
     if not c.disaggregated:
-        raise SectionSkipped("disaggregated: false in params")
+        raise SectionSkipped("disaggregated: false in params", zh="参数文件中设置了 disaggregated: false")
     m = _need(main)
     in_len = min(c.disagg_input_len, m.info["max_model_len"] - c.disagg_output_len)
     block = m.info.get("block_size") or 1
     if in_len <= block:
-        raise SectionSkipped(f"input length {in_len} does not exceed the KV block size {block}: nothing to transfer")
+        raise SectionSkipped(f"input length {in_len} does not exceed the KV block size {block}: nothing to transfer",
+                             zh=f"输入长度 {in_len} 未超过 KV 块大小 {block}：没有需要传输的内容")
     prompts = [m.tokens.make(in_len) for _ in range(c.disagg_num_prompts)]
     single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids), "text": o.outputs[0].text}
               for o in (m.generate([p], c.disagg_output_len)[0][0] for p in prompts)]
@@ -104,9 +106,10 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
 
     c = run.conf
     if not c.disaggregated:
-        raise SectionSkipped("disaggregated: false in params")
+        raise SectionSkipped("disaggregated: false in params", zh="参数文件中设置了 disaggregated: false")
     if ref is None:
-        raise SectionSkipped("the single-instance reference did not run (see step 'disaggregated_reference')")
+        raise SectionSkipped("the single-instance reference did not run (see step 'disaggregated_reference')",
+                             zh="单实例参考基线未运行（见步骤 'disaggregated_reference'）")
     vllm_compat.check_kv_connector(c.kv_connector)
     prompts, in_len, single = ref.prompts, ref.in_len, ref.single
     warm = [ref.tokens.make(in_len)]  # fresh: a warm-up must not leave KV for a timed prompt

@@ -74,11 +74,12 @@ def prefix_caching(run: SectionRun, main: Main | None) -> Table:
     optionally the shared arm on an engine with caching off."""
     c = run.conf
     if not c.prefix_caching:
-        raise SectionSkipped("prefix_caching: false in params")
+        raise SectionSkipped("prefix_caching: false in params", zh="参数文件中设置了 prefix_caching: false")
     m = _need(main)
     plen = min(c.prefix_prompt_len, (m.info["max_model_len"] or c.prefix_prompt_len) - c.prefix_output_len)
     if plen < 2:
-        raise SectionSkipped(f"max_model_len {m.info['max_model_len']} leaves no room for a prompt")
+        raise SectionSkipped(f"max_model_len {m.info['max_model_len']} leaves no room for a prompt",
+                             zh=f"max_model_len 为 {m.info['max_model_len']}，没有留给提示词的空间")
     arms: dict[str, dict[str, Any]] = {}
     for name, shared in (("distinct_prefix", False), ("shared_prefix", True)):
         prompts, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, shared)
@@ -116,10 +117,12 @@ def prefix_caching_off(run: SectionRun, main: Main | None, on: Table | None) -> 
     closed (one vLLM engine at a time); `main` only lends its tokenizer and lengths."""
     c = run.conf
     if not (c.prefix_caching and c.prefix_off_engine):
-        raise SectionSkipped("prefix_caching / prefix_off_engine: false in params")
+        raise SectionSkipped("prefix_caching / prefix_off_engine: false in params",
+                             zh="参数文件中设置了 prefix_caching / prefix_off_engine: false")
     m = _need(main)
     if on is None:
-        raise SectionSkipped("the caching-on arms did not run (see step 'prefix_caching')")
+        raise SectionSkipped("the caching-on arms did not run (see step 'prefix_caching')",
+                             zh="开启前缀缓存的各组测量未运行（见步骤 'prefix_caching'）")
     plen = on.summary["prompt_len"]
     off = run.engine("features-prefix-off", enable_prefix_caching=False)
     try:

@@ -90,7 +90,7 @@ def speculative_baseline(run: SectionRun, main: Main | None) -> SpecBaseline:
     """The no-speculation arm, on the main engine while it is open."""
     c = run.conf
     if not c.speculative:
-        raise SectionSkipped("speculative: false in params")
+        raise SectionSkipped("speculative: false in params", zh="参数文件中设置了 speculative: false")
     m = _need(main)
     prompts = copy_prompts(c.spec_num_prompts)
     _timed_greedy(m.engine, prompts[:1], 4)  # warm-up: first-call overheads out of the baseline
@@ -103,9 +103,10 @@ def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
     vLLM engine at a time)."""
     c = run.conf
     if not c.speculative:
-        raise SectionSkipped("speculative: false in params")
+        raise SectionSkipped("speculative: false in params", zh="参数文件中设置了 speculative: false")
     if base is None:
-        raise SectionSkipped("the baseline without speculation did not run (see step 'speculative_baseline')")
+        raise SectionSkipped("the baseline without speculation did not run (see step 'speculative_baseline')",
+                             zh="不开启投机解码的基线未运行（见步骤 'speculative_baseline'）")
     prompts, base_outs, base_walls = base.prompts, base.outs, base.walls
     base_tokens = sum(len(o.outputs[0].token_ids) for o in base_outs)
     rows: list[dict[str, Any]] = []
@@ -165,11 +166,14 @@ def speculative_served(run: SectionRun) -> Table:
     measured with the performance section's streaming client (vLLM's metric definitions)."""
     c = run.conf
     if not (c.speculative and c.spec_served):
-        raise SectionSkipped("speculative / spec_served: false in params")
+        raise SectionSkipped("speculative / spec_served: false in params",
+                             zh="参数文件中设置了 speculative / spec_served: false")
     _need_vllm(run)
     if run.cfg.server.kind != "vllm" or run.cfg.server.url:
         raise SectionSkipped("needs servers started here (server.kind vllm, no server.url): the A/B toggles "
-                             "the server's speculative_config")
+                             "the server's speculative_config",
+                             zh="需要在此处启动的服务（server.kind 为 vllm，且未设置 server.url）："
+                             "A/B 对比需要切换服务的 speculative_config")
     prompts = copy_prompts(c.spec_served_num_prompts)
     keys = ("mean_ttft_ms", "mean_tpot_ms", "mean_e2el_ms", "output_tok_per_s", "completed_count", "failed_count")
     with run.served("features-served-base") as url:

@@ -258,9 +258,11 @@ def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: Latency
     The section's main engine supplies the mode it runs in (and is closed after it); the other
     mode gets its own engine."""
     if run.cfg.target.engine != "vllm":
-        raise SectionSkipped(f"graph vs eager applies to vLLM engines (target engine is {run.cfg.target.engine})")
+        raise SectionSkipped(f"graph vs eager applies to vLLM engines (target engine is {run.cfg.target.engine})",
+                             zh=f"graph 与 eager 模式对比适用于 vLLM 引擎（被测目标的引擎为 {run.cfg.target.engine}）")
     if not p.conf.graph.enabled:
-        raise SectionSkipped("graph.enabled is false" + (" (reduced counts for a big model)" if p.reduced else ""))
+        raise SectionSkipped("graph.enabled is false" + (" (reduced counts for a big model)" if p.reduced else ""),
+                             zh=f"graph.enabled 为 false{'（大模型，已采用缩减的测量次数）' if p.reduced else ''}")
     pe = _need(run, pe)
     c, t = p.conf.latency, p.conf.throughput
     main_eager = bool(pe.info.get("enforce_eager", run.cfg.target.enforce_eager))

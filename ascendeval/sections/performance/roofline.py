@@ -50,7 +50,8 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
         raise RuntimeError("the prefill/decode step measured no batch size: nothing to compare")
     env = records.load(run.run_dir, "environment")
     if env is None:
-        raise SectionSkipped("no records/environment.json in this run: run the environment section first")
+        raise SectionSkipped("no records/environment.json in this run: run the environment section first",
+                             zh="本次运行中没有 records/environment.json：请先运行 environment 章节")
     m = env.get("metrics", {})
     # The environment section's flat `roofline` block first (env.roofline_inputs), then anywhere in
     # its metrics. Decode streams the weights: the read bandwidth is its roof, copy is the fallback.
@@ -63,7 +64,8 @@ def roofline(run: SectionRun, p: Plan, split: SplitResult | None) -> RooflineRes
         mm_key = "matmul_fp32_tflops"  # no probe in the run dtype: the fp32 roof, and the key says so
     tflops = _find_number(src, (mm_key,))
     if bw_gbps is None and tflops is None:
-        raise SectionSkipped("the environment record has no measured bandwidth or matmul throughput")
+        raise SectionSkipped("the environment record has no measured bandwidth or matmul throughput",
+                             zh="environment 记录中没有实测的带宽或矩阵乘吞吐")
     f = p.model_facts
     if not f.get("weights_bytes") or not f.get("param_count"):
         raise RuntimeError("parameter count unknown (no safetensors checkpoint found)")

@@ -42,12 +42,14 @@ def serving(run: SectionRun, p: Plan) -> ServingResult:
     model; rows after every point go to records/performance.requests.jsonl."""
     c = p.conf.serving
     if not c.enabled:
-        raise SectionSkipped("serving.enabled is false")
+        raise SectionSkipped("serving.enabled is false", zh="serving.enabled 为 false")
     if c.url:  # this section's own endpoint wins over the run's server
         return _serve_against(run, p, c.url.rstrip("/"))
     if run.cfg.target.engine == "hf" and not run.cfg.server.url:
         raise SectionSkipped("not applicable: the hf engine has no server (set performance.serving.url to "
-                             "benchmark an existing OpenAI-compatible endpoint)")
+                             "benchmark an existing OpenAI-compatible endpoint)",
+                             zh="不适用：hf 引擎没有服务（如需对已有的 OpenAI 兼容端点做基准测试，"
+                             "请设置 performance.serving.url）")
     # params' server.url, else the run's shared server (ASCENDEVAL_SHARED_SERVER_URL), else one
     # started here for this step and stopped after it
     with run.served("serving") as base:
@@ -311,7 +313,8 @@ def _ttft_cdf(plt: Any, lang: str, points: list[dict[str, Any]], rows: list[dict
 def show_plots(result: ServingResult | None) -> list[str]:
     """Display the serving plots inline (a notebook helper; nothing to show if serving did not run)."""
     if result is None or not result.plots:
-        raise SectionSkipped("no serving plots (the serving step did not run)")
+        raise SectionSkipped("no serving plots (the serving step did not run)",
+                             zh="没有服务化性能图（serving 步骤未运行）")
     from IPython.display import Image, display
 
     for path in result.plots:

@@ -96,7 +96,8 @@ def _engine_overrides(run: SectionRun, **extra: Any) -> dict[str, Any]:
 
 def open_engine(run: SectionRun) -> PerfEngine:
     if run.cfg.target.engine == "openai":
-        raise SectionSkipped("offline measurements need a local engine (vllm or hf); target engine is openai")
+        raise SectionSkipped("offline measurements need a local engine (vllm or hf); target engine is openai",
+                             zh="离线测量需要本地引擎（vllm 或 hf）；被测目标的引擎为 openai")
     eng = run.engine("performance", **_engine_overrides(run))
     info = eng.info()
     mml = info.get("max_model_len") or run.cfg.model.max_model_len

@@ -218,9 +218,11 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
 
     # a missing input is the earlier step's result (skipped or failed there), not a new failure
     if reference is None:
-        raise SectionSkipped("needs the reference sequences (step 'reference' produced none)")
+        raise SectionSkipped("needs the reference sequences (step 'reference' produced none)",
+                             zh="需要参考基线的序列（步骤 'reference' 未产出任何序列）")
     if target is None:
-        raise SectionSkipped("needs the target engine (step 'target' did not open one)")
+        raise SectionSkipped("needs the target engine (step 'target' did not open one)",
+                             zh="需要被测目标的引擎（步骤 'target' 未打开引擎）")
     t0 = time.perf_counter()
     full = _has_logits(target)
     scope = pm.SCOPE_FULL if full else pm.SCOPE_RETURNED
@@ -302,9 +304,10 @@ def free_running(reference: Reference, target: Any, conf: Any) -> FreeRunResult:
     from ...engines.base import Sampling
 
     if not conf.free_running:
-        raise SectionSkipped("free_running is off in params")
+        raise SectionSkipped("free_running is off in params", zh="参数文件中已关闭 free_running")
     if reference is None or target is None:
-        raise SectionSkipped("needs the reference sequences and the target engine (steps 'reference', 'target')")
+        raise SectionSkipped("needs the reference sequences and the target engine (steps 'reference', 'target')",
+                             zh="需要参考基线的序列和被测目标的引擎（步骤 'reference'、'target'）")
     tok = reference.engine.tokenizer()
     gens = target.generate([s.prompt_ids for s in reference.sequences],
                            Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))
@@ -420,7 +423,8 @@ def plot_hidden_states(tf: TeacherForcedResult | None, path: str | Path, lang: s
     lang: en|zh; by default the language of the run whose artifacts/ folder `path` is in."""
 
     if tf is None or not tf.hidden_layers:
-        raise SectionSkipped("no hidden states (target is not an hf engine, or hidden_states is off)")
+        raise SectionSkipped("no hidden states (target is not an hf engine, or hidden_states is off)",
+                             zh="没有隐藏状态（被测目标不是 hf 引擎，或 hidden_states 已关闭）")
     from ... import plotting
 
     word = plotting.word
@@ -453,7 +457,8 @@ def plot_positions(tf: TeacherForcedResult | None, path: str | Path, lang: str |
     """KL (or the renormalised top-N KL) per position, one line per prompt; top-1 flips marked.
     lang: en|zh; by default the language of the run whose artifacts/ folder `path` is in."""
     if tf is None:
-        raise SectionSkipped("needs the teacher-forced comparison (step 'teacher_forced' produced none)")
+        raise SectionSkipped("needs the teacher-forced comparison (step 'teacher_forced' produced none)",
+                             zh="需要教师强制（teacher-forced）对比结果（步骤 'teacher_forced' 未产出结果）")
     if not tf.rows:
         raise RuntimeError("no teacher-forced rows to plot")
     from matplotlib.lines import Line2D

@@ -168,15 +168,19 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
 
     conf = run.conf
     if not conf.reference:
-        raise _skipped("reference disabled in params (sections.quality.reference: false)")
+        raise SectionSkipped("reference disabled in params (sections.quality.reference: false)",
+                             zh="参数文件中已关闭参考基线（sections.quality.reference: false）")
     if suite is None:
-        raise _skipped("the suites did not run on the target (see step 'suites')")
+        raise SectionSkipped("the suites did not run on the target (see step 'suites')",
+                             zh="测试套件未在被测目标上运行（见步骤 'suites'）")
     try:
         mpath = run.model().path
     except Exception as exc:  # noqa: BLE001 - e.g. a model only an external server holds
-        raise _skipped(f"no local weights for the reference engine ({type(exc).__name__}: {exc})") from exc
+        raise SectionSkipped(f"no local weights for the reference engine ({type(exc).__name__}: {exc})",
+                             zh=f"参考基线引擎没有本地权重（{type(exc).__name__}: {exc}）") from exc
     if not Path(mpath).exists():
-        raise _skipped("no local weights for the reference engine (model served externally)")
+        raise SectionSkipped("no local weights for the reference engine (model served externally)",
+                             zh="参考基线引擎没有本地权重（模型由外部服务提供）")
     ref = run.engine("reference", engine=conf.reference_engine, device=conf.reference_device,
                      dtype=conf.reference_dtype)
     limits = sandbox_limits(conf)
@@ -522,7 +526,7 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
 
     conf = run.conf
     if not conf.batch_invariance:
-        raise _skipped("batch_invariance disabled in params")
+        raise SectionSkipped("batch_invariance disabled in params", zh="参数文件中已关闭 batch_invariance")
     items = [it for s in conf.suites for it in load_suite(s)[: conf.suite_max_items]]
     s = Sampling(max_tokens=conf.batch_invariance_max_tokens, temperature=0.0, seed=0)
     chat_p = [it["prompt"] for it in items]
@@ -544,8 +548,3 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
            "note": "hf engine runs prompts one at a time: invariant by construction" if target.name == "hf" else None}
     run.add("batch_invariance", out)
     return out
-
-
-def _skipped(reason: str) -> Exception:
-
-    return SectionSkipped(reason)

@@ -30,7 +30,8 @@ def model_facts_step(run: Any, data: RunData) -> dict[str, Any]:
         try:
             path = run.model().path
         except Exception as exc:  # noqa: BLE001 - e.g. a served-only model without local weights
-            raise SectionSkipped(f"model config not available: {type(exc).__name__}: {exc}") from exc
+            raise SectionSkipped(f"model config not available: {type(exc).__name__}: {exc}",
+                                 zh=f"模型配置不可用：{type(exc).__name__}: {exc}") from exc
         facts = {"path": str(path), **facts_from_model_dir(path)}
         where = "report"
     run.add("model", facts)
@@ -80,7 +81,8 @@ def verify_step(run: Any) -> Any:
     from ... import verify
 
     if not run.conf.verify:
-        raise SectionSkipped("verify: false in params (sections.report.verify)")
+        raise SectionSkipped("verify: false in params (sections.report.verify)",
+                             zh="参数文件中设置了 verify: false（sections.report.verify）")
 
     res = verify.verify_run(run.run_dir, skip_sections=("report",))
     run.add("verify", {"checks_count": res.checks, "problems_count": len(res.problems),
@@ -94,7 +96,8 @@ def index_step(run: Any) -> dict[str, str]:
     """Report step: regenerate outputs/index.{md,html} over every run next to this one."""
 
     if not run.conf.index:
-        raise SectionSkipped("index: false in params (sections.report.index)")
+        raise SectionSkipped("index: false in params (sections.report.index)",
+                             zh="参数文件中设置了 index: false（sections.report.index）")
     outputs = run.run_dir.parent.parent
     return build_index(outputs, run.conf.language)
 

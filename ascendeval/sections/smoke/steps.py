@@ -75,9 +75,10 @@ def dummy_gate(run: SectionRun) -> GateResult:
     """Random weights (load_format=dummy): checks engine, kernels and memory in seconds before the
     real weights are read. Output text is meaningless by design; only that tokens come out counts."""
     if run.cfg.target.engine != "vllm":
-        raise SectionSkipped(f"dummy weights need the vllm engine (target engine is {run.cfg.target.engine})")
+        raise SectionSkipped(f"dummy weights need the vllm engine (target engine is {run.cfg.target.engine})",
+                             zh=f"dummy 权重需要 vllm 引擎（被测目标的引擎为 {run.cfg.target.engine}）")
     if not run.conf.dummy_gate:
-        raise SectionSkipped("dummy_gate: false in params")
+        raise SectionSkipped("dummy_gate: false in params", zh="参数文件中设置了 dummy_gate: false")
     eng = run.engine("dummy_gate", load_format="dummy")
     try:
         gens = eng.generate([p for _, p in DEFAULT_PROMPTS[:2]], Sampling(max_tokens=8, ignore_eos=True))
@@ -144,7 +145,7 @@ def _row(kind: str, prompt: str, g: Generation) -> dict[str, Any]:
 
 def _need(loaded: Loaded | None) -> Engine:
     if loaded is None:
-        raise SectionSkipped("the engine did not load (see step 'load')")
+        raise SectionSkipped("the engine did not load (see step 'load')", zh="引擎未能加载（见步骤 'load'）")
     return loaded.engine
 
 
@@ -166,7 +167,8 @@ def run_chat(run: SectionRun, loaded: Loaded | None) -> PromptRows:
     eng = _need(loaded)
     tok = eng.tokenizer()
     if tok is not None and not getattr(tok, "chat_template", None):
-        raise SectionSkipped("the tokenizer has no chat template (base model)")
+        raise SectionSkipped("the tokenizer has no chat template (base model)",
+                             zh="分词器没有对话模板 chat template（基座模型）")
     conv = [{"role": "user", "content": run.conf.chat_prompt}]
     g = eng.chat([conv], _greedy(run))[0]
     row = _row("chat", run.conf.chat_prompt, g)
@@ -186,7 +188,7 @@ class Determinism:
 def determinism(run: SectionRun, loaded: Loaded | None) -> Determinism:
     """Two greedy batch runs of the same prompts must give the same tokens."""
     if not run.conf.determinism:
-        raise SectionSkipped("determinism: false in params")
+        raise SectionSkipped("determinism: false in params", zh="参数文件中设置了 determinism: false")
     eng = _need(loaded)
     prompts = [p for _, p in _prompts(run)]
     first = eng.generate(prompts, _greedy(run))
@@ -226,7 +228,7 @@ def served(run: SectionRun, offline: PromptRows | None) -> Served:
     """The same prompts through /v1/completions, and the chat prompt through /v1/chat/completions,
     of a served model (started here with the same settings, or the run's shared server)."""
     if not run.conf.serve:
-        raise SectionSkipped("serve: false in params")
+        raise SectionSkipped("serve: false in params", zh="参数文件中设置了 serve: false")
     from ...engines.openai_engine import OpenAIEngine
 
     offline_ids = {r["prompt"]: r["token_ids"] for r in (offline.rows if offline else [])}
