@@ -17,9 +17,11 @@ demo: install
 
 test: install
 	bash scripts/install_test_deps.sh
+	bash scripts/install_sglang_parser.sh
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: install
+	bash scripts/install_sglang_parser.sh
 	$(PY) -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
 
 notebooks: install

@@ -18,8 +18,8 @@ The section overrides that reach vLLM (perf: prefix caching off, eager toggle; s
 weights; features: prefix caching on + chunk budget, speculative decoding, PD split, chunked
 prefill off) are checked the same way on top of each params file.
 
-SGLang is not installed: `sglang_command` is checked against a small recorded table of the
-SGLang flags ascendeval uses, read from the SGLang source (commit noted at `SGLANG_SOURCE`).
+SGLang: `sglang_command` is parsed by SGLang's own parser (a venv of its own with the pinned
+SGLang and no dependencies, scripts/install_sglang_parser.sh), and each flag lands on its value.
 
 No model is loaded: `create_engine_config` is never called.
 """
@@ -250,7 +250,7 @@ def test_section_overrides_accepted(path: Path, case: str, monkeypatch: pytest.M
 
 
 class CLIRejected(AssertionError):
-    """vLLM's (or the recorded SGLang) parser refused the command line."""
+    """vLLM's (or SGLang's) parser refused the command line."""
 
 
 def parse_cli(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -491,72 +491,71 @@ def test_quick_deploy_includes_extra_args(tmp_path: Path, api_server_parser, vll
 
 
 @pytest.mark.parametrize("path", sglang_params())
-def test_quick_deploy_sglang_names_sglang(path: Path, tmp_path: Path):
+def test_quick_deploy_sglang_parses_with_sglang(path: Path, tmp_path: Path, sglang_parser):
+    """The card's SGLang command is one SGLang's own parser accepts, with the run's settings."""
     cmds = deploy(path.read_text(encoding="utf-8"), tmp_path)
     _, argv = split_serve(cmds["serve"])
-    assert "sglang" in " ".join(argv[:3]), f"quick deploy of an SGLang run is {argv[:2]}"
+    assert argv[1:3] == ["-m", "sglang.launch_server"], f"quick deploy of an SGLang run is {argv[:3]}"
+    cfg = _cfg(path)
+    ns = check_sglang(sglang_parser, cfg, argv, model=argv[argv.index("--model-path") + 1],
+                      host=argv[argv.index("--host") + 1])
+    assert ns.model_path == cfg.model.id  # a hub id the server downloads
 
 
 # =========================================================================== SGLang
 
 
-# Recorded from sgl-project/sglang, read through the stored source (SGLang is not installed here):
-#   python/sglang/srt/server_args.py @ 001067fffe33427bee0ed2f007fb7551a1d76b44 (ServerArgs fields)
-#   python/sglang/srt/arg_groups/arg_utils.py @ 0116c6066d6ead4b97c0468f65e04cad47ca021e
-#     (add_cli_args_from_dataclass: field `x_y` -> `--x-y` plus Arg aliases; bool -> store_true;
-#      Arg choices kept; Optional[int] -> type int)
-#   python/sglang/launch_server.py @ 046a9e4088f7d500fb3c4d14afabc031208c739a (`python -m
-#     sglang.launch_server` -> prepare_server_args(sys.argv[1:]); still supported, `sglang serve` preferred)
-# Verified fields: model_path (required, alias --model), host, port, tp_size (alias
-# --tensor-parallel-size), pp_size (alias --pipeline-parallel-size), dtype (choices below),
-# trust_remote_code (bool), context_length (int, human-readable), revision, device (str),
-# attention_backend (ATTENTION_BACKEND_CHOICES, includes "ascend"), served_model_name,
-# mem_fraction_static (float), max_running_requests (int), chunked_prefill_size (int),
-# disable_radix_cache (bool), random_seed (int).
-SGLANG_SOURCE = "sgl-project/sglang@001067fffe33427bee0ed2f007fb7551a1d76b44:python/sglang/srt/server_args.py"
-SGLANG_ATTENTION_BACKENDS = [
-    "triton", "torch_native", "flex_attention", "dsa", "nsa", "dsv4", "compressed", "cutlass_mla", "fa3", "fa4",
-    "flashinfer", "flashmla", "trtllm_mla", "cutedsl_mla", "tokenspeed_mla", "trtllm_mha", "dual_chunk_flash_attn",
-    "hpc_ops", "minicpm_flashattn", "minicpm_flashinfer", "aiter", "wave", "intel_amx", "ascend", "intel_xpu",
-]
-SGLANG_FLAGS: dict[str, dict[str, Any]] = {
-    "--model-path": {"aliases": ["--model"], "type": str, "required": True},
-    "--host": {"type": str},
-    "--port": {"type": int},
-    "--tp-size": {"aliases": ["--tensor-parallel-size"], "type": int},
-    "--pp-size": {"aliases": ["--pipeline-parallel-size"], "type": int},
-    "--dtype": {"type": str, "choices": ["auto", "half", "float16", "bfloat16", "float", "float32"]},
-    "--trust-remote-code": {"action": "store_true"},
-    "--context-length": {"type": int},
-    "--revision": {"type": str},
-    "--device": {"type": str},
-    "--attention-backend": {"type": str, "choices": SGLANG_ATTENTION_BACKENDS},
-    "--served-model-name": {"type": str},
-    "--mem-fraction-static": {"type": float},
-    "--max-running-requests": {"type": int},
-    "--chunked-prefill-size": {"type": int},
-    "--disable-radix-cache": {"action": "store_true"},
-    "--random-seed": {"type": int},
-}
+SGLANG_PARSER_PY = ROOT / ".cache" / "sglang-parser" / "bin" / "python"  # scripts/install_sglang_parser.sh
+
+
+class SGLangCLI:
+    """SGLang's own parser (`ServerArgs.add_cli_args`, as `python -m sglang.launch_server` builds
+    it), in the SGLang venv, behind tests/sglang_cli.py: one process, built once, one JSON line per
+    command line."""
+
+    def __init__(self) -> None:
+        import json
+        import os
+        import subprocess
+
+        self._json = json
+        self.proc = subprocess.Popen([str(SGLANG_PARSER_PY), str(ROOT / "tests" / "sglang_cli.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONHASHSEED": "0"})
+        ready = json.loads(self.proc.stdout.readline() or "{}")  # type: ignore[union-attr]
+        if "ready" not in ready:
+            raise RuntimeError("SGLang's parser did not start (see the test's stderr)")
+        self.version = ready["ready"]
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
+        self.proc.stdin.write(self._json.dumps(argv) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        out = self._json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
+        if "error" in out and len(out) == 1:
+            raise CLIRejected(f"SGLang's parser rejected {shlex.join(argv)}: {out['error']}")
+        return argparse.Namespace(**out)
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def sglang_parser() -> argparse.ArgumentParser:
-    """A stand-in for SGLang's parser restricted to the recorded flags (no abbreviations)."""
-    parser = argparse.ArgumentParser(prog="sglang.launch_server", allow_abbrev=False)
-    for flag, spec in SGLANG_FLAGS.items():
-        spec = dict(spec)
-        aliases = spec.pop("aliases", [])
-        parser.add_argument(flag, *aliases, **spec)
-    return parser
+def sglang_parser() -> Any:
+    if not SGLANG_PARSER_PY.exists():
+        pytest.fail("SGLang's parser is not installed: run scripts/install_sglang_parser.sh (`make test` does)")
+    cli = SGLangCLI()
+    yield cli
+    cli.close()
 
 
-def check_sglang(parser: argparse.ArgumentParser, cfg: config.RunConfig, cmd: list[str]) -> argparse.Namespace:
+def check_sglang(parser: SGLangCLI, cfg: config.RunConfig, cmd: list[str], model: str = MODEL_PATH,
+                 host: str = "127.0.0.1") -> argparse.Namespace:
     assert cmd[1:3] == ["-m", "sglang.launch_server"], cmd[:3]
-    ns = parse_cli(parser, cmd[3:])
-    assert ns.model_path == MODEL_PATH and ns.host == "127.0.0.1"
+    ns = parser.parse(cmd[3:])
+    assert ns.model_path == model and ns.host == host
     assert ns.tp_size == cfg.target.count
-    assert ns.dtype == (cfg.model.dtype if cfg.model.dtype != "auto" else None)
+    assert ns.dtype == cfg.model.dtype  # "auto" is not passed and is SGLang's default
     assert ns.trust_remote_code is cfg.model.trust_remote_code
     assert ns.context_length == cfg.model.max_model_len
     if cfg.target.device == "npu":
@@ -630,6 +629,6 @@ def test_negative_deploy_check_bites(tmp_path: Path, api_server_parser, vllm_cli
 
 def test_negative_sglang_flag_rejected(sglang_parser):
     with pytest.raises(CLIRejected, match="--enforce-eager"):  # a vLLM flag, not an SGLang one
-        parse_cli(sglang_parser, ["--model-path", "m", "--enforce-eager"])
+        sglang_parser.parse(["--model-path", "m", "--enforce-eager"])
     with pytest.raises(CLIRejected, match="invalid choice"):
-        parse_cli(sglang_parser, ["--model-path", "m", "--attention-backend", "made_up"])
+        sglang_parser.parse(["--model-path", "m", "--attention-backend", "made_up"])
