@@ -158,6 +158,13 @@ class SectionRun:
                 self._model = models.resolve(self.cfg.model)
         return self._model
 
+    def _local_model_path(self) -> Path | None:
+        try:
+            return self.model().path
+        except Exception as exc:  # noqa: BLE001 - any resolve failure means "no local files"
+            log.info("no local files for the served model (%s): no tokenizer on this side", exc)
+            return None
+
     def engine(self, label: str = "main", **overrides: Any) -> Any:
         """Create an engine from params (+ overrides); its start time is recorded under engine_starts."""
         from . import engines
@@ -171,9 +178,22 @@ class SectionRun:
             if still_open:
                 raise RuntimeError(f"engine '{label}' cannot start while vLLM engine '{still_open[0]}' is open "
                                    "in this process: close it first (one vLLM engine at a time)")
-        model_path = None if kind == "openai" else self.model().path  # resolving (or building) is not the start
+        # resolving (or building) is not the start; a served target needs the files only for its
+        # tokenizer (log-likelihood scoring), and may have none here (a model only the server holds)
+        model_path = self._local_model_path() if kind == "openai" else self.model().path
+        owned = contextlib.ExitStack()
+        if kind == "openai" and not overrides.get("base_url") and not self.cfg.server.url:
+            # a served target with no URL in the params: the run's shared server, else one started
+            # here for this engine and stopped when the engine closes
+            overrides["base_url"] = owned.enter_context(self.served(label))
         t0 = time.perf_counter()
-        eng = engines.create(self.cfg, model_path, **overrides)
+        try:
+            eng = engines.create(self.cfg, model_path, **overrides)
+        except BaseException:
+            owned.close()
+            raise
+        if kind == "openai":
+            eng.owned_server = owned
         if kind == "vllm":
             self._vllm_engines.append((label, eng))
         self.engine_starts.append({"label": label, "engine": eng.name, "wall_s": time.perf_counter() - t0,

@@ -197,6 +197,9 @@ async def stream_request(
                         res.usage_reported = True
                         res.output_tokens = usage.get("completion_tokens")
                         res.usage_prompt_tokens = usage.get("prompt_tokens")
+                        details = usage.get("prompt_tokens_details")
+                        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                            res.cached_tokens = details["cached_tokens"]
                     for choice in msg.get("choices") or []:
                         if choice.get("finish_reason"):
                             finished = True

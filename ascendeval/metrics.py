@@ -112,6 +112,9 @@ class RequestResult:
     chunk_tokens: list[int] | None = None  # tokens per output chunk, when the server says
     output_tokens: int | None = None  # from usage.completion_tokens
     usage_prompt_tokens: int | None = None  # from usage.prompt_tokens
+    # from usage.prompt_tokens_details.cached_tokens: prompt tokens the server took from its prefix
+    # cache (vLLM reports it with --enable-prompt-tokens-details); None: not reported
+    cached_tokens: int | None = None
     usage_reported: bool = False
     num_chunks: int = 0
     output_text_chars: int = 0
@@ -152,6 +155,7 @@ class RequestResult:
             "tpot_ms": ms(self.tpot_s),
             "itl_ms": [g * 1000.0 for g in self.itl_s],
             "chunk_tokens": self.chunk_tokens,
+            "cached_tokens": self.cached_tokens,
             **self.tags,
         }
 

@@ -217,7 +217,8 @@ class SharedServer:
         self.cfg, self.run_dir = cfg, run_dir
         self.server: Any = None
         self.info: dict[str, Any] | None = None
-        shareable = (cfg.server.url is None and cfg.server.kind == "vllm" and cfg.target.engine == "vllm"
+        # a vllm target's served measurements, or a served (openai) target the params give no URL for
+        shareable = (cfg.server.url is None and cfg.server.kind == "vllm" and cfg.target.engine in ("vllm", "openai")
                      and cfg.target.kv_cache_memory_bytes is not None)
         self.users = [s for s in to_run if shareable and s in SERVED_SECTIONS and SERVED_SECTIONS[s](cfg)]
 

@@ -45,7 +45,8 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
-from ascendeval.sections.features import capacity, common, long_context, op_scan, pd_split, prefix_cache, speculative
+from ascendeval.sections.features import (capacity, common, long_context, op_scan, pd_split, prefix_cache, served,
+                                         speculative)
 
 run = ascendeval.open_section("features", params_file, run_dir)
 print(f"run directory: {run.run_dir}")
@@ -149,6 +150,20 @@ run.show("speculative", spec)
 # %%
 spec_served = run.step("speculative_served", speculative.speculative_served, run)
 run.show("speculative_served", spec_served)
+
+# %% [markdown]
+# ## A running deployment, through its API
+#
+# With `target.engine: openai` (a deployment evaluated over HTTP) the engine settings above are not
+# ours to toggle; what the server exposes is measured instead: prefix caching from its own
+# `/metrics` counters and the `cached_tokens` it reports per request, and the acceptance of the
+# speculative decoding it runs, from its `vllm:spec_decode_*` counters.
+
+# %%
+prefix_served = run.step("prefix_caching_served", served.prefix_caching_served, run)
+run.show("prefix_caching_served", prefix_served)
+spec_server = run.step("speculative_server", served.speculative_server, run)
+run.show("speculative_server", spec_server)
 
 # %% [markdown]
 # ## Operator compatibility scan

@@ -83,8 +83,8 @@ def test_quality_notebook_on_vllm(tmp_path, params_factory):
 
 def test_quality_through_a_served_model(tmp_path, params_factory):
     """target.engine openai with no URL: a vLLM server is started on 127.0.0.1 and the suites and
-    benchmarks go through HTTP. Option logprobs need prompt logprobs, which the client does not
-    get: that method is skipped with the reason, generation still scores."""
+    benchmarks go through HTTP, option log-likelihoods too (vLLM's prompt_logprobs extension,
+    the tokenizer from the model's local files)."""
     conf = {"suite_max_items": 1, "suites": ["qa", "arithmetic", "code"], "reference": False,
             "benchmarks": [{"name": "arc_easy", "n": 2}, {"name": "humaneval", "n": 1, "max_tokens": 16}],
             "batch_invariance_max_tokens": 8}
@@ -110,7 +110,9 @@ def test_quality_through_a_served_model(tmp_path, params_factory):
         httpx.get(f"{url}/v1/models", timeout=5)
     assert len(suite.rows) == 3 and all(isinstance(r["output"], str) for r in suite.rows)
     arc = {r.name: r for r in bench}["arc_easy"]
-    assert arc.scores["logprob"]["status"] == "skipped" and "prompt logprobs" in arc.scores["logprob"]["reason"]
+    assert arc.scores["logprob"]["num_items"] == 2, arc.scores["logprob"]
+    logprob_rows = [r for r in arc.rows if r["method"] == "logprob"]
+    assert len(logprob_rows) == 2 and all(r["extracted"] in "ABCD" for r in logprob_rows)
     assert arc.scores["generate"]["num_items"] == 2
     assert inv["num_items"] == 3
     rec = run.finish()

@@ -56,5 +56,6 @@ def create(cfg: Any, model_path: str | Path | None = None, *, engine: str | None
         if not url:
             raise ValueError("engine 'openai' needs a server URL (server.url in params, or a started server)")
         return OpenAIEngine(url, model=cfg.server.served_model_name, api_key=cfg.server.api_key,
-                            vllm_extensions=cfg.server.kind == "vllm", **overrides)
+                            vllm_extensions=cfg.server.kind == "vllm",
+                            tokenizer_path=str(model_path) if model_path else None, **overrides)
     raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(ENGINE_NAMES)}")

@@ -54,7 +54,11 @@ class Generation:
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids)
+        """The generated tokens: their ids where the engine returned them, else the count the
+        server's `usage` reports (a server that is not vLLM returns no ids), else 0."""
+        if self.token_ids:
+            return len(self.token_ids)
+        return int((self.usage or {}).get("completion_tokens") or 0)
 
 
 class Engine(abc.ABC):

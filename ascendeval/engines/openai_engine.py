@@ -16,17 +16,28 @@ import httpx
 
 from .base import Engine, Generation, Sampling, Timing
 
+# vLLM's server writes a prompt logprob of -inf as -9999.0 (JSON has no infinity:
+# clamp_prompt_logprobs in vllm/entrypoints); read back, it is the -inf it stands for
+VLLM_CLAMPED_NEG_INF = -9999.0
+
+
+class PromptLogprobsUnsupported(RuntimeError):
+    """The server gives no prompt logprobs: they are vLLM's extension of the completions API."""
+
 
 class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 600.0, vllm_extensions: bool = True):
+                 timeout_s: float = 600.0, vllm_extensions: bool = True, tokenizer_path: str | None = None):
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self.vllm_extensions = vllm_extensions
         self.model = model or self.served_models()[0]
+        self.tokenizer_path = tokenizer_path  # the served model's local files, when the run has them
+        self._tokenizer: Any = None
+        self.owned_server: Any = None  # a server started for this engine alone: stopped by close()
 
     def served_models(self) -> list[str]:
         r = self.client.get("/v1/models")
@@ -99,7 +110,17 @@ class OpenAIEngine(Engine):
             extra={"chunk_times_s": chunk_times, "usage_missing": usage is None},
         )
 
+    def tokenizer(self) -> Any:
+        """The served model's tokenizer, from its local files (None when the run has none)."""
+        if self._tokenizer is None and self.tokenizer_path:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        return self._tokenizer
+
     def generate(self, prompts: list[str] | list[list[int]], sampling: Sampling) -> list[Generation]:
+        if sampling.prompt_logprobs is not None:
+            return [self._scored(p, sampling) for p in prompts]
         out = []
         for p in prompts:
             body = self._body(sampling) | {"prompt": p}
@@ -123,11 +144,49 @@ class OpenAIEngine(Engine):
             out.append(self._stream("/v1/chat/completions", body, chat=True))
         return out
 
+    def _scored(self, prompt: str | list[int], s: Sampling) -> Generation:
+        """One prompt read with its prompt logprobs (vLLM's `prompt_logprobs` extension: the
+        server's top-N per prompt position plus the prompt's own token). vLLM refuses them on a
+        streamed request, so this one is not streamed (no TTFT)."""
+        if not self.vllm_extensions:
+            raise PromptLogprobsUnsupported(
+                f"{self.base_url} is not declared a vLLM server (server.kind): prompt logprobs are vLLM's extension "
+                "of the completions API")
+        body = self._body(s) | {"prompt": prompt, "stream": False, "prompt_logprobs": s.prompt_logprobs}
+        body.pop("stream_options")
+        t0 = time.perf_counter()
+        resp = self.client.post("/v1/completions", json=body)
+        t1 = time.perf_counter()
+        if resp.status_code != 200:
+            raise RuntimeError(f"/v1/completions with prompt_logprobs returned HTTP {resp.status_code}: "
+                               f"{resp.text[:300]}")
+        data = resp.json()
+        ch = data["choices"][0]
+        rows = ch.get("prompt_logprobs")
+        if rows is None:
+            raise PromptLogprobsUnsupported(f"{self.base_url} answered without prompt_logprobs")
+        return Generation(
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=list(ch.get("prompt_token_ids") or []), text=ch.get("text") or "",
+            token_ids=list(ch.get("token_ids") or []), finish_reason=ch.get("finish_reason"),
+            timing=Timing(start_s=t0, end_s=t1), usage=data.get("usage"),
+            prompt_logprobs=[None if row is None else {int(tid): _logprob(v) for tid, v in row.items()}
+                             for row in rows],
+        )
+
     def info(self) -> dict[str, Any]:
         return {"engine": "openai", "base_url": self.base_url, "model": self.model}
 
     def close(self) -> None:
         self.client.close()
+        if self.owned_server is not None:
+            self.owned_server.close()
+            self.owned_server = None
+
+
+def _logprob(entry: dict[str, Any]) -> float:
+    value = float(entry["logprob"])
+    return float("-inf") if value == VLLM_CLAMPED_NEG_INF else value
 
 
 def _token_id(token: str) -> int | None:

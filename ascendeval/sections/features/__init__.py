@@ -23,6 +23,8 @@ from .metrics import FeaturesMetrics
 SECTION = Section(
     "features", "05_features", "sec_features", config=FeaturesConfig, metrics=FeaturesMetrics,
     card=card.render, summary=card.summary,
-    # the served speculative A/B's baseline arm (its ngram arm needs its own server)
-    uses_shared_server=lambda cfg: cfg.sections.features.speculative and cfg.sections.features.spec_served,
+    # the served speculative A/B's baseline arm (its ngram arm needs its own server); a served
+    # target (openai) with no URL in the params: the served-feature steps
+    uses_shared_server=lambda cfg: ((cfg.sections.features.speculative and cfg.sections.features.spec_served)
+                                    or (cfg.target.engine == "openai" and not cfg.server.url)),
 )

@@ -31,6 +31,15 @@ def summary(m: FeaturesMetrics, params: dict[str, Any], lang: str) -> Summary:
     if pc is not None and pc.ttft_speedup is not None:
         figures.append(figure("ttft_speedup", pc.ttft_speedup,
                               L(lang, "cond_prefix", n=pc.num_prompts, len=pc.prompt_len, shared=pc.shared_prefix_len), lang))
+    ps = m.prefix_caching_served
+    if ps is not None and ps.ttft_speedup is not None:
+        figures.append(figure("ttft_speedup", ps.ttft_speedup,
+                              L(lang, "cond_prefix_served", n=ps.num_prompts, len=ps.prompt_len,
+                                shared=ps.shared_prefix_len), lang))
+    sv = m.speculative_server
+    if sv is not None:
+        figures.append(figure("acceptance_rate", sv.acceptance_rate, L(lang, "cond_spec_server", n=sv.num_prompts),
+                              lang))
     ss = m.speculative_served
     if ss is not None and ss.e2el_speedup is not None:
         cond = L(lang, "cond_spec_served", method="ngram", n=ss.num_prompts,

@@ -4,7 +4,8 @@ Filled by the features steps, one module per feature in `sections/features/` and
 feature A/B: `common.start_main` -> main_engine, `prefix_cache` -> prefix_caching and
 prefix_caching_off, `pd_split` -> pd_split and disaggregated_prefill, `long_context` ->
 long_context and chunked_prefill (the chunked-off sweep), `capacity` -> capacity, `speculative` ->
-speculative and speculative_served, `op_scan` -> opscan (`opscan.scan(...).summary`).
+speculative and speculative_served, `served` (a running deployment, target.engine openai) ->
+prefix_caching_served and speculative_server, `op_scan` -> opscan (`opscan.scan(...).summary`).
 `engine_starts` and `steps` come from context.SectionRun. Counter figures (`prefix_cache_hits`,
 `num_drafts`, ...) are sums of vLLM's Prometheus counters, which are floats; None where this vLLM
 does not report the counter.
@@ -142,6 +143,36 @@ class SpeculativeServed(MetricsModel):
     e2el_speedup: float | None
     tpot_speedup: float | None
     num_prompts: int
+
+
+class SpeculativeServer(Acceptance):
+    """A running deployment's own speculative decoding (`served.speculative_server`): acceptance
+    from its /metrics counters over copy-friendly prompts sent one at a time."""
+
+    num_prompts: int
+    mean_tpot_ms: float | None
+
+
+class ServedPrefixArm(MetricsModel):
+    """One arm through a deployment's API (`served.prefix_caching_served`): the streaming client's
+    TTFT and the server's own evidence."""
+
+    mean_ttft_ms: float | None
+    median_ttft_ms: float | None
+    prefix_cache_queries: float | None  # /metrics counter deltas; None: the server serves no /metrics
+    prefix_cache_hits: float | None
+    prefix_cache_hit_rate: float | None
+    cached_tokens: int | None  # usage.prompt_tokens_details.cached_tokens summed; None: not reported
+
+
+class PrefixCachingServed(MetricsModel):
+    distinct_prefix: ServedPrefixArm
+    shared_prefix: ServedPrefixArm
+    prompt_len: int
+    shared_prefix_len: int
+    num_prompts: int
+    ttft_speedup: float | None  # distinct / shared
+    speedup_backed_by_counters: bool  # the server's counters or cached_tokens show the hits
 
 
 # --------------------------------------------------------------------------- prefill / decode
@@ -303,6 +334,7 @@ class FeaturesMetrics(SectionMetrics):
     main_engine: VllmEngineInfo | None = None
     prefix_caching: PrefixCaching | None = None
     prefix_caching_off: PrefixCachingOff | None = None
+    prefix_caching_served: PrefixCachingServed | None = None  # a running deployment (target.engine openai)
     pd_split: PdSplit | None = None
     disaggregated_prefill: DisaggregatedPrefill | None = None
     long_context: LongContext | None = None
@@ -310,4 +342,5 @@ class FeaturesMetrics(SectionMetrics):
     capacity: Capacity | None = None
     speculative: Speculative | None = None
     speculative_served: SpeculativeServed | None = None
+    speculative_server: SpeculativeServer | None = None  # a running deployment's own speculative decoding
     opscan: Opscan | None = None

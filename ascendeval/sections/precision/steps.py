@@ -232,8 +232,15 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
     if not full:
         # one batched request: the target reads each reference sequence and returns top-N
         # logprobs per position (vLLM prompt_logprobs); max_tokens=1 is the minimum it allows
-        gens = target.generate([s.ids for s in reference.sequences],
-                               Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=conf.target_logprobs))
+        from ...engines.openai_engine import PromptLogprobsUnsupported
+
+        try:
+            gens = target.generate([s.ids for s in reference.sequences],
+                                   Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=conf.target_logprobs))
+        except PromptLogprobsUnsupported as exc:  # a server that is not vLLM: greedy agreement still measures
+            raise SectionSkipped(f"{exc}; the free-running greedy comparison measures this target instead",
+                                 zh=f"该服务不提供 prompt logprobs（vLLM 的 completions 扩展）：{exc}；"
+                                 "改由自由生成（贪心）对比衡量此目标") from exc
         for s, g in zip(reference.sequences, gens):
             if not g.prompt_logprobs:
                 raise RuntimeError(f"target engine {getattr(target, 'name', '?')!r} returned no prompt logprobs: "

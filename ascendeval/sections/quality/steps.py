@@ -362,11 +362,17 @@ def run_benchmark(run: Any, target: Target, bconf: Any) -> BenchResult:
         prompts = [mc_prompt(it) for it in items]
         for method in bconf.mc_methods:
             if method == "logprob":
+                from ...engines.openai_engine import PromptLogprobsUnsupported
+
                 if target.engine.tokenizer() is None:
-                    res.scores["logprob"] = {"status": "skipped",
-                                             "reason": f"engine {target.name} gives no prompt logprobs"}
+                    res.scores["logprob"] = {"status": "skipped", "reason": f"engine {target.name} has no tokenizer "
+                                             "here (no local model files) to place the options' tokens"}
                     continue
-                scores = _option_logprob_scores(target.engine, prompts, [len(it["choices"]) for it in items])
+                try:
+                    scores = _option_logprob_scores(target.engine, prompts, [len(it["choices"]) for it in items])
+                except PromptLogprobsUnsupported as exc:
+                    res.scores["logprob"] = {"status": "skipped", "reason": str(exc)}
+                    continue
                 picks = [max(range(len(s)), key=s.__getitem__) for s in scores]
                 outs = [p == it["answer"] for p, it in zip(picks, items)]
                 for it, p, s, ok, pr in zip(items, picks, scores, outs, prompts):

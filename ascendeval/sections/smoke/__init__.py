@@ -9,6 +9,6 @@ from .metrics import SmokeMetrics
 SECTION = Section(
     "smoke", "01_smoke", "sec_smoke", config=SmokeConfig, metrics=SmokeMetrics,
     card=card.render, summary=card.summary, verify=verify.rule,
-    uses_shared_server=lambda cfg: cfg.sections.smoke.serve,
+    uses_shared_server=lambda cfg: cfg.sections.smoke.serve or (cfg.target.engine == "openai" and not cfg.server.url),
     index_metrics=(("load_s", "load.load_s"),),
 )

@@ -72,7 +72,9 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
     n = opt(m, "prompts.count") or 0
     empty = opt(m, "prompts.empty_outputs") or 0
     rate = opt(m, "determinism.identical_rate")
-    figures = [figure("load_s", load, L(lang, "cond_load", engine=engine, dtype=dtype or "—"), lang)]
+    # a served target was loaded by its server: no load time of ours to show
+    figures = [figure("load_s", load, L(lang, "cond_load", engine=engine, dtype=dtype or "—"), lang)] \
+        if load is not None else []
     known, hits = opt(m, "prompts.expected_count"), opt(m, "prompts.as_expected_count")
     if known:
         figures.append(figure("as_expected_count", hits, L(lang, "cond_expected", n=known), lang,
@@ -90,8 +92,8 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
         state, note = "warn", L(lang, "note_expected", miss=known - hits, n=known)
     if empty:
         state, note = "warn", f"{metric_label('empty_outputs', lang)} = {empty}"
-    sentence = L(lang, "s_smoke", load=fmt(load, "load_s", lang) + " s", answered=n - empty, n=n,
-                 identical=fmt(rate, "identical_rate", lang))
+    sentence = L(lang, "s_smoke" if load is not None else "s_smoke_served", load=fmt(load, "load_s", lang) + " s",
+                 answered=n - empty, n=n, identical=fmt(rate, "identical_rate", lang))
     if known:
         sentence += L(lang, "sentence_sep") + L(lang, "s_smoke_expected", hits=hits, known=known)
     return Summary(state, note, figures, sentence)

@@ -28,9 +28,11 @@ class DummyGate(MetricsModel):
 class Load(MetricsModel):
     """The real weights loaded and generating."""
 
-    load_s: float  # the engine's own load time (0.0 where it reports none: openai)
-    rss_bytes: int
-    rss_delta_bytes: int  # RSS growth over the load, floored at 0
+    # the engine's own load time; None where it reports none (openai: the server loaded the model)
+    load_s: float | None
+    # this process tree's RSS; None for a served target (the model lives in the server's processes)
+    rss_bytes: int | None
+    rss_delta_bytes: int | None  # RSS growth over the load, floored at 0
     engine_info: EngineInfo
 
 

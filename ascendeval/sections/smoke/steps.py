@@ -57,15 +57,15 @@ def resolve_model(run: SectionRun) -> ModelFacts:
 @dataclass
 class GateResult:
     gate: str
-    load_s: float
-    rss_bytes: int
+    load_s: float | None
+    rss_bytes: int | None
     outputs: list[str]
     output_tokens: list[int]
     info: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        rows = [("gate", self.gate), ("load_s", round(self.load_s, 2)),
-                ("process RSS (GiB)", round(self.rss_bytes / 2**30, 2))]
+        rows = [("gate", self.gate), ("load_s", None if self.load_s is None else round(self.load_s, 2)),
+                ("process RSS (GiB)", None if self.rss_bytes is None else round(self.rss_bytes / 2**30, 2))]
         rows += [(k, v) for k, v in self.info.items() if k not in ("engine",)]
         rows += [(f"output {i}", repr(o)) for i, o in enumerate(self.outputs)]
         return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
@@ -103,17 +103,20 @@ class Loaded:
 
 
 def load(run: SectionRun) -> Loaded:
-    """The real-weights gate: load the target engine and keep it for the next steps."""
-    before = device_mod.process_tree_rss_bytes()
+    """The real-weights gate: load the target engine and keep it for the next steps. A served
+    target (openai) was loaded by its server: no load time or memory of ours is its figure."""
+    served = run.cfg.target.engine == "openai"
+    before = None if served else device_mod.process_tree_rss_bytes()
     eng = run.engine("real")
     info = eng.info()
     gens = eng.generate([DEFAULT_PROMPTS[0][1]], Sampling(max_tokens=8))
-    rss = device_mod.process_tree_rss_bytes()
+    rss = None if served else device_mod.process_tree_rss_bytes()
     if not gens or gens[0].num_output_tokens == 0:
         raise RuntimeError("the loaded model produced no tokens")
-    gate = GateResult("real", info.get("load_s", 0.0), rss, [g.text for g in gens],
+    gate = GateResult("real", info.get("load_s"), rss, [g.text for g in gens],
                       [g.num_output_tokens for g in gens], info=info)
-    run.add("load", {"load_s": gate.load_s, "rss_bytes": rss, "rss_delta_bytes": max(rss - before, 0),
+    run.add("load", {"load_s": gate.load_s, "rss_bytes": rss,
+                     "rss_delta_bytes": None if rss is None or before is None else max(rss - before, 0),
                      "engine_info": info})
     return Loaded(eng, gate)
 
@@ -229,6 +232,9 @@ def served(run: SectionRun, offline: PromptRows | None) -> Served:
     of a served model (started here with the same settings, or the run's shared server)."""
     if not run.conf.serve:
         raise SectionSkipped("serve: false in params", zh="参数文件中设置了 serve: false")
+    if run.cfg.target.engine == "openai":
+        raise SectionSkipped("the target is itself served: the prompts above already went through its API",
+                             zh="被测目标本身就是服务化部署：上面的提示词已经通过其 API 发送")
     from ...engines.openai_engine import OpenAIEngine
 
     offline_ids = {r["prompt"]: r["token_ids"] for r in (offline.rows if offline else [])}
