@@ -56,6 +56,17 @@ run.show("probe", env.software_table(probe))
 run.show("params_advisories", run.step("params_advisories", env.params_advisories_step, run))
 
 # %% [markdown]
+# ## The deployment under test
+#
+# With `target.engine: openai` and `server.url`, the target is a deployment that is already running:
+# what it says about itself (server version, served models and their context length, Prometheus
+# counters). On another host its device is not this machine's, and the probes below skip it.
+
+# %%
+deployment = run.step("deployment", env.deployment_info, run)
+run.show("deployment", env.as_table(deployment))
+
+# %% [markdown]
 # ## Hardware
 
 # %%
@@ -102,6 +113,7 @@ run.show("matmul", env.matmul_table(matmul))
 
 # %%
 run.add("system", env.for_record(probe))
+run.add("deployment", deployment)
 run.add("target_device", target)
 run.add("bandwidth", bandwidth)
 run.add("matmul", matmul)

@@ -71,6 +71,11 @@ def test_workbook_against_a_running_vllm_deployment(tmp_path, vllm_server):
     assert manifest.get("shared_server") in (None, {}) or manifest["shared_server"].get("status") != "ok", \
         "the run started a server of its own although one was given"
 
+    # environment: the deployment's own description; the host's device probes ran (it is local)
+    dep = recs["environment"]["metrics"]["deployment"]
+    assert dep["url"] == vllm_server and dep["model"] == "deployed-tiny" and dep["version"] == "0.32.0"
+    assert dep["max_model_len"] == 1024 and dep["metrics_endpoint"] is True and dep["remote"] is False
+
     # smoke: the prompts went to the deployment; the dummy-weights gate does not apply
     smoke = recs["smoke"]
     assert smoke["metrics"]["prompts"]["count"] == 10
@@ -120,6 +125,8 @@ def test_workbook_against_the_simulated_server(tmp_path):
               for s, r in recs.items() if r["status"] != "ok"}
     assert not failed, failed
     assert _steps(recs["performance"])["serving"]["status"] == "ok"
+    dep = recs["environment"]["metrics"]["deployment"]
+    assert dep["version"] is None and dep["metrics_endpoint"] is False  # no /version, no /metrics
     assert "prompt logprobs" in _skipped(recs["precision"])["teacher_forced"]
     assert _steps(recs["precision"])["free_running"]["status"] == "ok"
     bench = recs["quality"]["metrics"]["benchmarks"]["arc_easy"]
@@ -151,3 +158,27 @@ def test_prompt_logprobs_through_the_api(vllm_server):
             plain.generate([ids], Sampling(max_tokens=1, prompt_logprobs=3))
     finally:
         plain.close()
+
+
+def test_speculative_acceptance_of_a_deployment_that_speculates(tmp_path):
+    """A deployment started with ngram speculation: its acceptance comes from its own counters,
+    with vLLM's definitions (rate = accepted / draft tokens)."""
+    from ascendeval import context
+    from ascendeval.sections.features import served
+
+    spec = json.dumps({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2,
+                       "prompt_lookup_max": 4})
+    params = write_params(tmp_path, "external-spec", server={"kind": "vllm", "served_model_name": "spec-tiny",
+                                                            "extra_args": ["--speculative-config", spec]})
+    with server.for_config(config.load(params), builtin_models.ensure("tiny-qwen2-untrained"), tmp_path) as srv:
+        run_params = write_params(tmp_path, "deployed-spec", target={"engine": "openai", "device": "cpu"},
+                                  server={"kind": "vllm", "url": srv.base_url, "served_model_name": "spec-tiny"},
+                                  sections={"features": {"spec_served_num_prompts": 3, "spec_output_len": 32}})
+        run = context.open_section("features", run_params, tmp_path / "run")
+        run._env_summary = {}  # the environment probe is not what this test is about
+        table = run.step("speculative_server", served.speculative_server, run)
+    assert run.steps["speculative_server"]["status"] == "ok", run.steps["speculative_server"]
+    s = table.summary
+    assert s["num_drafts"] > 0 and s["num_draft_tokens"] >= s["num_drafts"]
+    assert s["acceptance_rate"] == pytest.approx(s["num_accepted_tokens"] / s["num_draft_tokens"])
+    assert 1.0 <= s["mean_acceptance_length"] <= 4.0 and s["num_prompts"] == 3

@@ -186,3 +186,18 @@ def test_environment_notebook_runs_with_papermill(tmp_path):
     assert m["bandwidth"]["sized_by"] == "defaults for cpu" and m["bandwidth"]["buffer_mib"] == 128
     assert m["roofline"]["copy_bandwidth_gbps"] > 0 and m["roofline"]["matmul_fp32_tflops"] > 0
     assert m["system"]["cpu"]["model"] and rec["env"]["torch"]
+
+
+def test_a_deployment_on_another_host_is_not_probed_from_here():
+    """A served target's URL on another host: this host's device probes do not describe it."""
+    from ascendeval import config
+    from ascendeval.sections.environment import probe
+
+    def cfg(url, engine="openai"):
+        return config.parse({"model": {"id": "m"}, "target": {"engine": engine, "device": "npu"},
+                             "server": {"kind": "vllm", "url": url}}, "<synthetic>")
+
+    assert probe.remote_deployment(cfg("http://10.0.0.5:8000")) == "http://10.0.0.5:8000"
+    assert probe.remote_deployment(cfg("http://127.0.0.1:8000")) is None
+    assert probe.remote_deployment(cfg("http://localhost:8000/")) is None
+    assert probe.remote_deployment(cfg("http://10.0.0.5:8000", engine="vllm")) is None  # served measurements only

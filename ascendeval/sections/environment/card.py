@@ -64,6 +64,10 @@ def _env_rows(d: RunData, lang: str) -> list[tuple[str, str, str]]:
 
 def render(b: CardBuilder) -> None:
     b.add(f"## {L(b.lang, 'sec_env')}")
+    dep = get(b.d.rec("environment"), "metrics.deployment")
+    if isinstance(dep, dict):  # what was measured: the deployment; the host below is the client's
+        b.add(f"### {metric_label('deployment', b.lang)}")
+        b.kv_table("environment", dep)
     rows = _env_rows(b.d, b.lang)
     if rows:
         b.add(md_table([L(b.lang, "component"), L(b.lang, "version"), L(b.lang, "note")], rows),
@@ -81,4 +85,10 @@ def summary(m: EnvironmentMetrics, params: dict[str, Any], lang: str) -> Summary
     if roof and roof.copy_bandwidth_gbps is not None:
         figures.append(figure("copy_bandwidth_gbps", roof.copy_bandwidth_gbps, device, lang))
     sentence = L(lang, "s_env", device=device, vllm=packages.get("vllm") or "—", seam=seam)
+    dep = m.deployment
+    if dep is not None:  # the deployment's own server is what was measured, not this host's vLLM
+        server = f"{'vLLM ' if dep.server_kind == 'vllm' else ''}{dep.version or L(lang, 'server_version_unknown')}"
+        figures.insert(0, Figure(metric_label("deployment", lang), server, dep.url))
+        return Summary("pass", f"{metric_label('deployment', lang)}: {server}", figures,
+                       L(lang, "s_env_deployment", url=dep.url, server=server, model=dep.model or "—"))
     return Summary("pass", f"vLLM {packages.get('vllm') or L(lang, 'absent')}: {seam}", figures, sentence)

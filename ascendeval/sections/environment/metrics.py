@@ -255,9 +255,23 @@ class RooflineInputs(MetricsModel):
     datasheet_source: str | None
 
 
+class Deployment(MetricsModel):
+    """A running deployment's own description (`probe.deployment_info`)."""
+
+    url: str
+    server_kind: str  # the params' server.kind: vllm, sglang, external
+    version: str | None  # GET /version (vLLM); None: the server has no such route
+    served_models: list[str]
+    model: str | None  # the one the run measures
+    max_model_len: int | None  # from /v1/models (vLLM reports it); None: not reported
+    metrics_endpoint: bool  # serves Prometheus counters at /metrics
+    remote: bool  # on another host: this host's device probes do not describe it
+
+
 class EnvironmentMetrics(SectionMetrics):
     params_advisories: list[str] | None = None  # settings in the params that do nothing on the target
     system: System | None = None
+    deployment: Deployment | None = None  # target.engine openai with server.url
     target_device: TargetDevice | None = None
     bandwidth: Bandwidth | None = None
     matmul: Matmul | None = None

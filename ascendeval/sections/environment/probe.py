@@ -429,10 +429,60 @@ def for_record(p: dict[str, Any] | None) -> dict[str, Any] | None:
 # so the notebook holds no logic.
 
 
+def remote_deployment(cfg: Any) -> str | None:
+    """The URL of a deployment on another host (a served target whose URL is not loopback): its
+    device is not this host's, so nothing here probes it. None otherwise."""
+    from urllib.parse import urlparse
+
+    url = cfg.server.url if cfg.target.engine == "openai" else None
+    if not url:
+        return None
+    host = (urlparse(url).hostname or "").lower()
+    return None if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") else url
+
+
+def _not_remote(run) -> None:
+    url = remote_deployment(run.cfg)
+    if url:
+        raise SectionSkipped(f"the target is a deployment on another host ({url}): its device is not probed from here",
+                             zh=f"被测目标是另一台主机上的部署（{url}）：不从本机探测其设备")
+
+
+def deployment_info(run) -> dict[str, Any]:
+    """What a running deployment says about itself: its server's version (vLLM's GET /version),
+    the models it serves with their context length (GET /v1/models), and whether it exposes
+    Prometheus counters (GET /metrics), which the features section reads."""
+    import httpx  # noqa: PLC0415
+
+    cfg = run.cfg
+    if cfg.target.engine != "openai" or not cfg.server.url:
+        raise SectionSkipped("the target is not a running deployment (target.engine openai with server.url)",
+                             zh="被测目标不是已运行的部署（target.engine 为 openai 且设置了 server.url）")
+    base = cfg.server.url.rstrip("/")
+    headers = {"Authorization": f"Bearer {cfg.server.api_key}"} if cfg.server.api_key else {}
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        models = client.get("/v1/models")
+        models.raise_for_status()
+        data = models.json().get("data") or []
+        version = client.get("/version")
+        metrics = client.get("/metrics")
+    served = [m.get("id") for m in data]
+    name = cfg.server.served_model_name if cfg.server.served_model_name in served else (served or [None])[0]
+    entry = next((m for m in data if m.get("id") == name), {})
+    return {"url": base, "server_kind": cfg.server.kind,
+            # vLLM's own route; another server answers 404 and its version stays unknown (None)
+            "version": version.json().get("version") if version.status_code == 200 else None,
+            "served_models": served, "model": name,
+            "max_model_len": entry.get("max_model_len") if isinstance(entry.get("max_model_len"), int) else None,
+            "metrics_endpoint": metrics.status_code == 200 and "# TYPE" in metrics.text,
+            "remote": remote_deployment(cfg) is not None}
+
+
 def target_device_info(run) -> dict[str, Any]:
     """Name, count and memory of the run's target device through the seam (fails if unusable)."""
     from ...device import Device  # noqa: PLC0415
 
+    _not_remote(run)
     return Device(run.cfg.target.device).info()
 
 
@@ -443,6 +493,7 @@ def bandwidth_probe(run) -> dict[str, Any]:
     if not conf.probes:
         raise SectionSkipped("probes disabled (sections.environment.probes: false)",
                              zh="探测已关闭（sections.environment.probes: false）")
+    _not_remote(run)
     sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
     return {**measure_bandwidth(run.cfg.target.device, sizes["bandwidth_mib"], conf.probe_repeats),
             "sized_by": sizes["sized_by"]}
@@ -455,6 +506,7 @@ def matmul_probe(run) -> dict[str, Any]:
     if not conf.probes:
         raise SectionSkipped("probes disabled (sections.environment.probes: false)",
                              zh="探测已关闭（sections.environment.probes: false）")
+    _not_remote(run)
     sizes = probe_sizes(run.cfg.target.device, conf.bandwidth_mib, conf.matmul_sizes)
     return {**measure_matmul(run.cfg.target.device, sizes["matmul_sizes"], conf.matmul_dtypes, conf.probe_repeats,
                              conf.matmul_budget_s), "sized_by": sizes["sized_by"]}
