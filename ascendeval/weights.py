@@ -658,9 +658,13 @@ def scan_weights_cli(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", help="write all per-tensor statistics to this JSON file")
     ap.add_argument("--all", action="store_true", help="print every tensor, not only flagged ones")
     args = ap.parse_args(argv)
+    from .preflight import PreflightError, check_weights
+
     try:
+        if Path(args.model_dir).is_dir():  # a truncated or corrupt file is named before any tensor is read
+            check_weights(Path(args.model_dir))
         res = scan_weights(args.model_dir, z_threshold=args.z_threshold, peer_ratio=args.peer_ratio)
-    except WeightsError as exc:
+    except (WeightsError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import pandas as pd

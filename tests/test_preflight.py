@@ -60,6 +60,10 @@ def test_truncated_safetensors_is_named(tmp_path, tiny):
         preflight.run(config.parse({"model": {"id": str(broken)}}))
     proc = _cli(["validate", "--preflight", str(_params(tmp_path, str(broken)))], tmp_path / "o")
     assert proc.returncode == 2 and "truncated" in proc.stderr and "Traceback" not in proc.stderr
+    # the weights scan names the same file in one line
+    proc = _cli(["weights", "scan", str(broken)], tmp_path / "o")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{weights.name}: truncated" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_garbage_weights_are_named(tmp_path, tiny):
