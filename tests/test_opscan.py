@@ -96,3 +96,16 @@ def test_unknown_architecture_and_remote_code(tmp_path):
     assert res.summary["triton_only_count"] == 3 and res.summary["custom_kernel_count"] == 1  # 2 imports + 1 kernel
     assert res.summary["cuda_only_count"] == 3  # flash_attn (guarded), torch.cuda, .cuda()
     assert "triton" in res.summary["required_vendor_deps"] and "flash_attn" not in res.summary["required_vendor_deps"]
+
+
+def test_the_scans_fixed_answers_are_said_in_both_languages():
+    """The card translates opscan's fixed answers through the catalog's `values`: the strings the
+    scan writes must be the catalog's keys, or the Chinese card falls back to English."""
+    from ascendeval import catalog, opscan
+
+    checked = catalog.get("aten_kernels_checked").values
+    platform = catalog.get("platform_custom_ops").values
+    assert opscan.backend_available("cpu")[1] in checked
+    for device in ("cpu", "cuda"):
+        assert opscan.register_platform_ops(device)[1] in platform
+    assert all(v["zh"] != v["en"] for v in [*checked.values(), *platform.values()])
