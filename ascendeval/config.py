@@ -44,6 +44,7 @@ class ModelConfig(Strict):
         "auto", description="apply the chat template (chat), plain completion (base), or detect from the tokenizer"
     )
     description: str | None = Field(None, description="one paragraph for the model card")
+    description_zh: str | None = Field(None, description="the same paragraph in Chinese, for the Chinese card")
 
     @field_validator("id")
     @classmethod

@@ -137,3 +137,11 @@ def test_not_measured_in_chinese_uses_the_writers_chinese_reason(run_dir: Path):
     en = {(i["section"], i["what"]): i["reason"] for i in report.not_measured(data, "en")}
     assert en[("features", "Prefix caching off (comparison)")] == "prefix_caching: false in params"
     assert "参数中已关闭" in report.build_card(data, "zh").markdown
+
+
+def test_the_model_description_in_the_cards_language(run_dir: Path):
+    """params' model.description_zh on the Chinese card, model.description on the English one."""
+    data = report.load_run(run_dir)  # params/tiny-qwen2.yaml carries both
+    assert "它的作用是让每个章节都能在本机真实引擎上运行" in report.build_card(data, "zh").markdown
+    en = report.build_card(data, "en").markdown
+    assert "It exists so every section can run on" in en and "它的作用" not in en

@@ -71,7 +71,7 @@ def _sec_verdicts(b: CardBuilder) -> None:
 def _sec_model(b: CardBuilder) -> None:
     lang, d = b.lang, b.d
     b.add(f"## {L(lang, 'sec_model')}")
-    desc = get(d.params(), "model.description")
+    desc = (get(d.params(), "model.description_zh") if lang == "zh" else None) or get(d.params(), "model.description")
     if desc:
         b.add(f"{L(lang, 'desc_from_params')} {desc.strip()}")
     facts, where = recorded_model_facts(d)
