@@ -381,8 +381,6 @@ NOT_IN_RECORDS = {
     "reference_pass_rate", "same_output", "same_output_as_reference", "target_output", "target_pass_rate",
     # device.engine_device_memory returns it; performance.memory leaves it out
     "matched_pids",
-    # smoke prompts sidecar since schema 2 (the golden run is a schema-1 run)
-    "expected", "as_expected",
     # quality check specs (data/suites/*.jsonl `check` objects)
     "tol",
 }

@@ -73,14 +73,15 @@ def test_report_command_rerenders_from_records_only(tmp_path):
 
 
 def test_a_schema_1_record_is_read_in_the_current_layout():
-    """The golden fixture is a schema-1 run: every reader gets it upgraded (renamed keys), verify
-    passes on it, and a record from a newer ascendeval is named as such."""
-    raw = json.loads((GOLDEN / "records" / "features.json").read_text())
+    """Real schema-1 records (tests/fixtures/schema1-run): every reader gets them upgraded (renamed
+    keys), and a record from a newer ascendeval is named as such."""
+    SCHEMA1 = GOLDEN.parent / "schema1-run"
+    raw = json.loads((SCHEMA1 / "records" / "features.json").read_text())
     assert raw["schema_version"] == 1 and "identical_rate" in raw["metrics"]["speculative"]["ngram"]
-    up = records.load(GOLDEN, "features")
+    up = records.load(SCHEMA1, "features")
     assert up["schema_version"] == records.SCHEMA_VERSION
     assert up["metrics"]["speculative"]["ngram"]["same_as_baseline_rate"] == raw["metrics"]["speculative"]["ngram"]["identical_rate"]
-    perf = records.load(GOLDEN, "performance")["metrics"]
+    perf = records.load(SCHEMA1, "performance")["metrics"]
     assert "param_count" in perf["plan"]["model"] and "num_parameters" not in perf["plan"]["model"]
     assert records.model_problems("features", up["metrics"]) == []
     newer = {**up, "schema_version": records.SCHEMA_VERSION + 1}
