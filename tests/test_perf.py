@@ -188,10 +188,12 @@ def test_serving_repeats_pool_into_one_point_and_measure_the_noise(tmp_path):
     assert rec["metrics"]["steps"]["serving"]["status"] == "ok", rec["metrics"]["steps"]["serving"]
     main, conc = rec["metrics"]["serving"]
     measured = [r for r in rows if not r["warmup"]]
-    # rounds: main, concurrency, main, concurrency, ...
+    # rounds: every point once per round, the first round in plan order, later ones shuffled
     order = [(r["sweep"], r["repeat"]) for r in measured]
-    assert [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k] == [
-        ("main", 0), ("concurrency", 0), ("main", 1), ("concurrency", 1), ("main", 2), ("concurrency", 2)]
+    blocks = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+    assert blocks[:2] == [("main", 0), ("concurrency", 0)]
+    assert [sorted(b for b in blocks if b[1] == k) for k in (1, 2)] == [
+        [("concurrency", k), ("main", k)] for k in (1, 2)] and len(blocks) == 6
     for pt in (main, conc):
         assert pt["num_requests"] == 30 and [r["repeat"] for r in pt["repeat_figures"]] == [0, 1, 2]
         assert pt["duration_s"] == pytest.approx(sum(r["duration_s"] for r in pt["repeat_figures"]))

@@ -77,8 +77,13 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
     # Rounds: every point once per round, `repeats` rounds. A slow phase of the host (on a small
     # CPU host, identical points measured minutes apart differed up to 2x in TPOT) is then spread
     # over all points instead of landing on one, and the repeats of a point measure the run's noise.
+    # After the first round the order is shuffled (seeded): a point measured right after a heavy
+    # one read slower in every round of one demo, and a fixed order would make that a bias.
     for k in range(c.repeats):
-        for i, (sweep, rate, conc, n) in enumerate(plan_points):
+        order = range(len(plan_points)) if k == 0 else np.random.default_rng(c.seed + k).permutation(
+            len(plan_points))
+        for i in (int(x) for x in order):
+            sweep, rate, conc, n = plan_points[i]
             spec = loadgen.LoadSpec(rate, c.burstiness, conc, c.seed + k)
             # `warmup_load`: the first point is preceded by its own load once, untimed, for servers
             # that build kernels or capture graphs per batch shape on first use.
