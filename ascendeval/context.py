@@ -282,7 +282,8 @@ class SectionRun:
 
     def _checkpoint(self) -> None:
         last = next(reversed(self.steps)) if self.steps else None
-        rec = self._record("failed", f"section did not finish (last step: {last})", f"章节未运行完成（最后一步：{last}）")
+        rec = self._record("failed", f"section did not finish (last step: {last})",
+                           f"章节未运行完成（最后一步：{last}）")
         try:
             records.save(self.run_dir, rec)
         except records.RecordError as exc:
