@@ -437,3 +437,10 @@ def list_models(base_url: str, api_key: str | None = None, timeout_s: float = 10
     if not ids:
         raise EndpointError(f"{url} lists no models; is this an OpenAI-compatible server?")
     return ids
+
+
+def served_model(base_url: str, wanted: str | None = None, api_key: str | None = None) -> str:
+    """The model id to send requests for: `wanted` (the params' served_model_name) when the server
+    serves it, else the first one it lists."""
+    models = list_models(base_url, api_key)
+    return wanted if wanted in models else models[0]

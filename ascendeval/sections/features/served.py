@@ -34,8 +34,7 @@ def _need_served_target(run: SectionRun, offline_step: str) -> None:
 
 
 def _endpoint(run: SectionRun, base_url: str) -> loadgen.Endpoint:
-    models = loadgen.list_models(base_url, run.cfg.server.api_key)
-    name = run.cfg.server.served_model_name if run.cfg.server.served_model_name in models else models[0]
+    name = loadgen.served_model(base_url, run.cfg.server.served_model_name, run.cfg.server.api_key)
     # exact output lengths (ignore_eos) only where the server is declared vLLM: others may refuse it
     return loadgen.Endpoint(base_url, name, api="completions", api_key=run.cfg.server.api_key, timeout_s=600,
                             ignore_eos=run.cfg.server.kind == "vllm")

@@ -58,8 +58,7 @@ def serving(run: SectionRun, p: Plan) -> ServingResult:
 
 def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
     c = p.conf.serving
-    models = loadgen.list_models(base_url, run.cfg.server.api_key)
-    name = run.cfg.server.served_model_name if run.cfg.server.served_model_name in models else models[0]
+    name = loadgen.served_model(base_url, run.cfg.server.served_model_name, run.cfg.server.api_key)
     ep = loadgen.Endpoint(base_url, name, api=c.api, api_key=run.cfg.server.api_key, timeout_s=c.timeout_s,
                           ignore_eos=c.ignore_eos)
     from transformers import AutoTokenizer
