@@ -99,7 +99,19 @@ class ServerConfig(Strict):
         return self
 
 
+class OutputGuardConfig(Strict):
+    """The correctness guard on speed figures (ascendeval/output_guard.py): every measurement that
+    generates keeps a few outputs; they are scored under the float32 reference."""
 
+    enabled: bool = True
+    reference: bool = Field(True, description="score the kept outputs under the float32 transformers reference "
+                            "(host memory: 4 bytes per parameter); false: emptiness and finiteness only")
+    reference_device: Literal["cpu", "cuda", "npu"] = "cpu"
+    samples: int = Field(2, ge=1, description="outputs kept per figure")
+    check_tokens: int = Field(8, ge=1, description="first output tokens checked per kept output")
+    tie_nats: float = Field(1.0, gt=0, description="greedy: a token may trail the reference's top-1 by this much")
+    sampled_excess_nats: float = Field(
+        1.5, gt=0, description="sampled: mean NLL under the reference may exceed its entropy by this much")
 
 
 # one block per registered section, each declared in its own package (sections/<name>/config.py)
@@ -113,6 +125,7 @@ class RunConfig(Strict):
     target: TargetConfig = Field(default_factory=TargetConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     sections: SectionsConfig = Field(default_factory=SectionsConfig)
+    output_guard: OutputGuardConfig = Field(default_factory=OutputGuardConfig)
     source_file: str | None = Field(None, exclude=True, description="set by load(); not read from YAML")
 
     def section(self, name: str) -> BaseModel:

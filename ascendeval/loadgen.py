@@ -201,6 +201,9 @@ async def stream_request(
                         if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
                             res.cached_tokens = details["cached_tokens"]
                     for choice in msg.get("choices") or []:
+                        pids = choice.get("prompt_token_ids") or msg.get("prompt_token_ids")
+                        if isinstance(pids, list) and res.prompt_token_ids is None:
+                            res.prompt_token_ids = [int(t) for t in pids]
                         if choice.get("finish_reason"):
                             finished = True
                         carries, text, ntok = _chunk_output(choice, ep.api)
@@ -213,6 +216,10 @@ async def stream_request(
                         last = now
                         res.num_chunks += 1
                         res.output_text_chars += len(text)
+                        res.output_text += text
+                        ids = choice.get("token_ids")
+                        if isinstance(ids, list):
+                            res.output_token_ids = (res.output_token_ids or []) + [int(t) for t in ids]
                         counts.append(ntok)
     except (aiohttp.ClientError, asyncio.TimeoutError, EndpointError, json.JSONDecodeError, OSError) as exc:
         res.error = f"{type(exc).__name__}: {exc}".strip()
@@ -405,6 +412,59 @@ def run_load(
                           warmup_as_load)
     finally:
         gc.unfreeze()
+
+
+def guard_figure(sweep: str, load: str) -> str:
+    """The output guard's name of a serving load point's figures: `serving_main` for the main
+    point (the record's `serving_main`), `serving.<sweep> <load>` for a sweep point
+    (`serving.rate rate=4`, `serving.concurrency rate=inf conc=2`)."""
+    return "serving_main" if sweep == "main" else f"serving.{sweep} {load}"
+
+
+def point_figure(point: dict[str, Any]) -> str:
+    """`guard_figure` of a recorded serving point (a `serving` entry of the performance record)."""
+    rate = point.get("request_rate_label")
+    spec = LoadSpec(math.inf if rate in (None, "inf") else float(rate), max_concurrency=point.get("max_concurrency"))
+    return guard_figure(point.get("sweep") or "", spec.label())
+
+
+def guard_outputs(results: Sequence[RequestResult], prompts: Sequence[str | list[int]], tokenizer: Any,
+                  api: Api = "completions") -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, output ids) of each successful timed request, for the correctness guard
+    (output_guard.OutputGuard.keep). `prompts[r.index]` is what request `r` sent. Ids are the
+    server's own where it returned them (vLLM's return_token_ids), else the text re-tokenized with
+    the served model's `tokenizer` (a chat prompt through its chat template); without ids and
+    without a tokenizer a request is counted (empty or not) but not compared."""
+    out = []
+    for r in results:
+        if not r.success or r.warmup or not 0 <= r.index < len(prompts):
+            continue
+        out_ids = r.output_token_ids
+        if out_ids is None:
+            if not r.output_text:
+                out_ids = []
+            elif tokenizer is not None:
+                out_ids = tokenizer.encode(r.output_text, add_special_tokens=False)
+            else:  # not empty, ids unknown: one placeholder so it is not counted as empty
+                out_ids = [0]
+        prompt_ids = r.prompt_token_ids
+        sent = prompts[r.index]
+        if prompt_ids is None and isinstance(sent, list):
+            prompt_ids = list(sent)
+        elif prompt_ids is None and tokenizer is not None:
+            try:
+                if api == "chat":
+                    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": sent}],
+                                                               add_generation_prompt=True, tokenize=True)
+                else:
+                    prompt_ids = tokenizer.encode(sent)
+                prompt_ids = list(prompt_ids) if prompt_ids and isinstance(list(prompt_ids)[0], int) else []
+            except Exception:  # noqa: BLE001 - no chat template: counted, not compared
+                prompt_ids = []
+        if r.output_token_ids is None and tokenizer is None:
+            prompt_ids = []  # the placeholder output must not be compared
+        out.append((prompt_ids or [], list(out_ids)))
+    return out
 
 
 # --------------------------------------------------------------------------- endpoint checks

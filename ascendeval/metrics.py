@@ -118,6 +118,10 @@ class RequestResult:
     usage_reported: bool = False
     num_chunks: int = 0
     output_text_chars: int = 0
+    # what was generated, for the correctness guard (output_guard): never written to the rows
+    output_text: str = ""
+    output_token_ids: list[int] | None = None  # vLLM's return_token_ids, when asked for and sent
+    prompt_token_ids: list[int] | None = None  # ditto (the prompt as the server tokenized it)
     error: str | None = None
     http_status: int | None = None
     response_id: str | None = None  # the server's id of the completion (correlates with server logs)

@@ -167,6 +167,24 @@ class ModelFacts(MetricsModel):
     model_files: list[ModelFile] | None = None  # since schema 2: the folder's files, as the card lists them
 
 
+class GuardResult(MetricsModel):
+    """`output_guard.judge`: whether the outputs one speed figure timed were sane."""
+
+    status: Literal["valid", "invalid", "unchecked"]
+    reason: str | None
+    reason_zh: str | None
+    num_requests: int
+    num_empty: int
+    num_nonfinite: int
+    corrupted_requests: int | None  # vLLM's own count (VLLM_COMPUTE_NANS_IN_LOGITS=1), None: not reported
+    sampled: bool
+    num_samples: int
+    num_tokens_checked: int
+    ref_top1_agreement: float | None
+    max_gap_nats: float | None
+    excess_nll_nats: float | None
+
+
 class SectionMetrics(MetricsModel):
     """Base of every section's top-level metrics model: what context.SectionRun adds itself."""
 

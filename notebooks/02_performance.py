@@ -49,9 +49,11 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
+from ascendeval import output_guard
 from ascendeval.sections.performance import charts, offline, roofline, serving, setup
 
 run = ascendeval.open_section("performance", params_file, run_dir)
+guard = output_guard.OutputGuard(run.cfg.output_guard)  # keeps a few outputs of every timed measurement
 print(f"run directory: {run.run_dir}")
 print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.device}")
 
@@ -73,21 +75,21 @@ run.show("engine", pe)
 # ## Offline latency
 
 # %%
-lat = run.step("latency", offline.latency, run, pe, plan)
+lat = run.step("latency", offline.latency, run, pe, plan, guard)
 run.show("latency", lat)
 
 # %% [markdown]
 # ## Offline throughput: harness vs bare `LLM.generate`
 
 # %%
-thr = run.step("throughput", offline.throughput, run, pe, plan)
+thr = run.step("throughput", offline.throughput, run, pe, plan, guard)
 run.show("throughput", thr)
 
 # %% [markdown]
 # ## Prefill and decode speed per batch size
 
 # %%
-split = run.step("prefill_decode", offline.prefill_decode, run, pe, plan)
+split = run.step("prefill_decode", offline.prefill_decode, run, pe, plan, guard)
 run.show("prefill_decode", split)
 
 # %% [markdown]
@@ -101,7 +103,7 @@ run.show("memory", mem)
 # ## Graph vs eager (start-up included)
 
 # %%
-graph = run.step("graph_vs_eager", offline.graph_vs_eager, run, pe, plan, lat, thr)
+graph = run.step("graph_vs_eager", offline.graph_vs_eager, run, pe, plan, lat, thr, guard)
 run.show("graph_vs_eager", graph)
 
 # %% [markdown]
@@ -130,7 +132,7 @@ run.show("roofline", roof)
 # ## Serving benchmark and sweeps
 
 # %%
-served = run.step("serving", serving.serving, run, plan)
+served = run.step("serving", serving.serving, run, plan, guard)
 run.show("serving", served)
 
 # %%
@@ -141,6 +143,21 @@ run.step("serving_plots", serving.show_plots, served)
 # requests start queueing. Throughput that stops growing with concurrency marks the batch size
 # the target saturates at. A utilisation above the roofline's ceiling is reported as not
 # measured (the working set fits in cache), never as a value above 100 %.
+
+# %% [markdown]
+# ## Outputs checked
+#
+# A speed figure counts only if what it timed was sane output. Every measurement above kept a few
+# of its outputs; here their first tokens are scored under the float32 transformers reference
+# (teacher-forced, one forward each): greedy tokens must be the reference's top-1 (or a near tie),
+# sampled tokens (latency and throughput sample at temperature 1, as `vllm bench` does) must be
+# about as likely under the reference as its own samples. Empty outputs with `ignore_eos` fail
+# too. A figure judged invalid is shown in the card as "invalid: outputs degenerate", never as a
+# number.
+
+# %%
+checked = run.step("output_guard", output_guard.check_run, run, guard)
+run.show("output_guard", checked)
 
 # %%
 record = run.finish()

@@ -45,10 +45,12 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
+from ascendeval import output_guard
 from ascendeval.sections.features import (capacity, common, long_context, op_scan, pd_split, prefix_cache, served,
                                          speculative)
 
 run = ascendeval.open_section("features", params_file, run_dir)
+guard = output_guard.OutputGuard(run.cfg.output_guard)  # keeps a few outputs of every timed measurement
 print(f"run directory: {run.run_dir}")
 print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.device}")
 
@@ -56,7 +58,7 @@ print(f"model: {run.cfg.model.id} on {run.cfg.target.engine}/{run.cfg.target.dev
 # ## Main engine (prefix caching on)
 
 # %%
-main = run.step("main_engine", common.start_main, run)
+main = run.step("main_engine", common.start_main, run, guard)
 run.show("main_engine", main)
 
 # %% [markdown]
@@ -148,7 +150,7 @@ run.show("speculative", spec)
 # ## Speculative decoding through the OpenAI API
 
 # %%
-spec_served = run.step("speculative_served", speculative.speculative_served, run)
+spec_served = run.step("speculative_served", speculative.speculative_served, run, guard)
 run.show("speculative_served", spec_served)
 
 # %% [markdown]
@@ -160,10 +162,23 @@ run.show("speculative_served", spec_served)
 # speculative decoding it runs, from its `vllm:spec_decode_*` counters.
 
 # %%
-prefix_served = run.step("prefix_caching_served", served.prefix_caching_served, run)
+prefix_served = run.step("prefix_caching_served", served.prefix_caching_served, run, guard)
 run.show("prefix_caching_served", prefix_served)
-spec_server = run.step("speculative_server", served.speculative_server, run)
+spec_server = run.step("speculative_server", served.speculative_server, run, guard)
 run.show("speculative_server", spec_server)
+
+# %% [markdown]
+# ## Outputs checked
+#
+# A speed-up counts only if what was timed was sane output. Every measurement above kept a few of
+# its greedy outputs; here their first tokens are scored under the float32 transformers reference
+# (teacher-forced): each must be the reference's top-1 or a near tie. Run after every vLLM engine
+# of this section is closed. A feature judged invalid is shown in the card as "invalid: outputs
+# degenerate", never as a number.
+
+# %%
+checked = run.step("output_guard", output_guard.check_run, run, guard)
+run.show("output_guard", checked)
 
 # %% [markdown]
 # ## Operator compatibility scan

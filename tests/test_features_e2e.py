@@ -90,6 +90,14 @@ def test_features_section(tmp_path, params_factory, cli):
     ops = m["opscan"]
     assert ops["vllm_architectures"][0]["supported"] is True and ops["aten_trace"] == "ok"
 
+    # every feature that generated had its outputs checked against the float32 reference, and passed
+    assert steps["output_guard"]["status"] == "ok", steps["output_guard"]
+    guard = m["output_guard"]
+    assert {"prefix_caching", "prefix_caching_off", "pd_split", "disaggregated_prefill", "long_context",
+            "chunked_prefill", "capacity", "speculative", "speculative_served"} <= set(guard), sorted(guard)
+    assert all(g["status"] == "valid" and g["num_tokens_checked"] > 0 for g in guard.values()), guard
+    print(f"output_guard step: {steps['output_guard']['wall_s']:.1f} s")
+
     assert rec["status"] == "ok", rec["reason"]
     assert (run_dir / "05_features.html").is_file()
     for p in psutil.process_iter(["cmdline"]):

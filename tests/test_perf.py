@@ -85,7 +85,17 @@ def test_notebook_end_to_end(tmp_path, engine):
     assert m["throughput"]["total_output_tokens"] == 32
     assert [r["batch_size"] for r in m["prefill_decode"]] == [1, 2]
     assert steps["graph_vs_eager"]["status"] == "skipped"
+    # the output guard checked every figure that generated, against the float32 reference
+    assert steps["output_guard"]["status"] == "ok", steps["output_guard"]
+    guard = m["output_guard"]
+    assert {"latency", "throughput", "prefill_decode"} <= set(guard)
+    assert all(g["status"] == "valid" and g["num_tokens_checked"] > 0 for g in guard.values()), guard
+    assert guard["throughput"]["sampled"] and guard["throughput"]["num_requests"] == 4
+    print(f"output_guard step: {steps['output_guard']['wall_s']:.1f} s ({engine})")
     if engine == "vllm":
+        assert set(guard) == {"latency", "throughput", "prefill_decode", "serving_main", "serving.rate rate=20",
+                              "serving.rate rate=inf", "serving.concurrency rate=inf conc=2"}, sorted(guard)
+        assert not guard["serving_main"]["sampled"] and guard["serving_main"]["num_requests"] == 12
         assert m["throughput_bare"]["total_output_tokens"] == 32 and m["throughput_harness_vs_bare_x"] > 0
         assert m["memory"]["kv_cache_tokens"] > 0
         assert steps["serving"]["status"] == "ok"

@@ -35,7 +35,8 @@ def capacity(run: SectionRun, main: Main | None) -> Table:
         batch = min(fit, m.info.get("max_num_seqs") or fit, c.capacity_max_batch)
         in_len = max(n - c.capacity_output_len, 1)
         before = device_mod.process_tree_rss_bytes()
-        outs, wall = m.generate([m.tokens.make(in_len) for _ in range(batch)], c.capacity_output_len)
+        outs, wall = m.generate([m.tokens.make(in_len) for _ in range(batch)], c.capacity_output_len,
+                                figure="capacity")
         after = device_mod.process_tree_rss_bytes()
         timings = [request_timing(o) for o in outs]
         done = sum(1 for o in outs if len(o.outputs[0].token_ids) == c.capacity_output_len)

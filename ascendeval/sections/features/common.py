@@ -13,6 +13,7 @@ import pandas as pd
 from ... import paths
 from ...context import SectionRun, SectionSkipped
 from ...engines import Sampling, vllm_compat
+from ...output_guard import OutputGuard
 from ...token_prompts import TokenPrompts
 
 CORPUS = paths.PACKAGE_DIR / "data" / "corpus" / "en.txt"
@@ -119,6 +120,7 @@ class Main:
     engine: Any
     info: dict[str, Any]
     tokens: TokenPrompts
+    guard: OutputGuard | None = None  # keeps the timed outputs of each feature (output_guard.py)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(list(self.info.items()), columns=["item", "value"]).set_index("item")
@@ -127,16 +129,48 @@ class Main:
     def llm(self) -> Any:
         return self.engine.llm
 
-    def generate(self, prompts: list[list[int]], max_tokens: int, ignore_eos: bool = True) -> tuple[list[Any], float]:
-        """Raw vllm RequestOutputs (they carry the per-request timestamps) and the wall time."""
+    def generate(self, prompts: list[list[int]], max_tokens: int, ignore_eos: bool = True,
+                 figure: str | None = None) -> tuple[list[Any], float]:
+        """Raw vllm RequestOutputs (they carry the per-request timestamps) and the wall time.
+        `figure`: the record block these outputs are timed for; the output guard keeps them (greedy)."""
         sp = self.engine.sampling_params(Sampling(max_tokens=max_tokens, ignore_eos=ignore_eos))
         t0 = time.perf_counter()
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], sp, use_tqdm=False)
-        return outs, time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        keep(self.guard, figure, outs, ignore_eos=ignore_eos)
+        return outs, wall
 
 
-def start_main(run: SectionRun) -> Main:
-    """Start the main engine with prefix caching on (the A/Bs below toggle what they compare)."""
+def keep(guard: OutputGuard | None, figure: str | None, outs: list[Any], ignore_eos: bool = True) -> None:
+    """Hand greedy outputs of a timed measurement to the output guard (nothing without a guard)."""
+    if guard is not None and figure is not None:
+        guard.keep(figure, outs, sampled=False, ignore_eos=ignore_eos)
+
+
+def keep_served(run: SectionRun, guard: OutputGuard | None, figure: str, results: list[Any], prompts: list[Any],
+                ignore_eos: bool = True) -> None:
+    """`keep` for streamed requests (loadgen rows): ids the server returned, else re-tokenized."""
+    if guard is None:
+        return
+    from ... import loadgen
+
+    guard.keep(figure, loadgen.guard_outputs(results, prompts, guard_tokenizer(run)), sampled=False,
+               ignore_eos=ignore_eos)
+
+
+def guard_tokenizer(run: SectionRun) -> Any:
+    """The served model's tokenizer (re-tokenizes streamed text for the guard); None if unavailable."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(run.model().path, trust_remote_code=run.cfg.model.trust_remote_code)
+    except Exception:  # noqa: BLE001 - without it the outputs are counted, not compared
+        return None
+
+
+def start_main(run: SectionRun, guard: OutputGuard | None = None) -> Main:
+    """Start the main engine with prefix caching on (the A/Bs below toggle what they compare).
+    `guard`: the section's output guard, lent to every measurement on this engine."""
     _need_vllm(run)
     over: dict[str, Any] = {"enable_prefix_caching": True}
     if run.conf.chunk_tokens:
@@ -144,7 +178,7 @@ def start_main(run: SectionRun) -> Main:
     eng = run.engine("features-main", **over)
     info = eng.info()  # includes the scheduler's resolved limits (vllm_compat.scheduler_facts)
     run.add("main_engine", info)
-    return Main(eng, info, TokenPrompts(eng.tokenizer(), run.conf.seed))
+    return Main(eng, info, TokenPrompts(eng.tokenizer(), run.conf.seed), guard)
 
 
 def close(main: Main | None) -> None:

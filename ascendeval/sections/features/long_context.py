@@ -24,7 +24,8 @@ def context_lengths(requested: list[int], max_model_len: int, out_len: int, kv_t
     return sorted(keep), dropped
 
 
-def _sweep(m: Main, lengths: list[int], out_len: int, mode: str, repeats: int = 1) -> list[dict[str, Any]]:
+def _sweep(m: Main, lengths: list[int], out_len: int, mode: str, repeats: int = 1,
+           figure: str = "long_context") -> list[dict[str, Any]]:
     """One row per length: the median-TTFT request of `repeats` (fresh tokens each, so no cache
     hits); a single request per point is at the mercy of whatever else the machine runs."""
     rows = []
@@ -32,7 +33,7 @@ def _sweep(m: Main, lengths: list[int], out_len: int, mode: str, repeats: int = 
     for n in lengths:
         tries = []
         for _ in range(repeats):
-            outs, wall = m.generate([m.tokens.make(n)], out_len)
+            outs, wall = m.generate([m.tokens.make(n)], out_len, figure=figure)
             tries.append(request_timing(outs[0]) | {"e2e_ms": wall * 1000})
         tries.sort(key=lambda r: r["ttft_ms"] if r["ttft_ms"] is not None else math.inf)
         r = tries[(len(tries) - 1) // 2]
@@ -98,9 +99,9 @@ def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) ->
     eng = run.engine("features-chunked-off", enable_chunked_prefill=False,
                      max_num_batched_tokens=max(m.info["max_model_len"], m.info.get("max_num_batched_tokens") or 0))
     try:
-        off = Main(eng, {}, m.tokens)
+        off = Main(eng, {}, m.tokens, m.guard)
         rows = [r | {"prefill_chunks": 1} for r in _sweep(off, lengths, c.long_context_output_len, "chunked_off",
-                                                          c.long_context_repeats)]
+                                                          c.long_context_repeats, "chunked_prefill")]
     finally:
         eng.close()
     run.save_rows("long_context_chunked_off_requests", rows)

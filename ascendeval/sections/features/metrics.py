@@ -17,7 +17,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ascendeval.schema import EngineStart, MetricsModel, SectionMetrics, VllmEngineInfo
+from ascendeval.schema import (
+    EngineStart,
+    GuardResult,
+    MetricsModel,
+    SectionMetrics,
+    VllmEngineInfo,
+)
 
 # --------------------------------------------------------------------------- prefix caching
 
@@ -344,3 +350,5 @@ class FeaturesMetrics(SectionMetrics):
     speculative_served: SpeculativeServed | None = None
     speculative_server: SpeculativeServer | None = None  # a running deployment's own speculative decoding
     opscan: Opscan | None = None
+    # the output guard (output_guard.py): per figure, whether the outputs it timed were sane
+    output_guard: dict[str, GuardResult] | None = None

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ...context import SectionRun, SectionSkipped
 from ...engines import vllm_compat
+from ...output_guard import OutputGuard
 from ...token_prompts import TokenPrompts
 from .common import (
     Main,
@@ -20,6 +21,7 @@ from .common import (
     _need,
     _sum_by_name,
     counter_delta,
+    keep_served,
     request_timing,
     safe_ratio,
     scrape_metrics,
@@ -41,7 +43,7 @@ def prefill_decode_split(run: SectionRun, main: Main | None) -> Table:
             dropped.append([in_len, out_len])
             continue
         for i in range(c.pd_num_prompts):
-            outs, wall = m.generate([m.tokens.make(in_len)], out_len)
+            outs, wall = m.generate([m.tokens.make(in_len)], out_len, figure="pd_split")
             r = request_timing(outs[0])
             total = (r["prefill_ms"] or 0) + (r["decode_ms"] or 0)
             rows.append({"mix": f"{in_len}/{out_len}", "input_len": in_len, "output_len": out_len, **r,
@@ -70,6 +72,7 @@ class DisaggReference:
     in_len: int
     single: list[dict[str, Any]]
     tokens: TokenPrompts
+    guard: OutputGuard | None = None
 
 
 def disagg_reference(run: SectionRun, main: Main | None) -> DisaggReference:
@@ -85,8 +88,8 @@ def disagg_reference(run: SectionRun, main: Main | None) -> DisaggReference:
                              zh=f"输入长度 {in_len} 未超过 KV 块大小 {block}：没有需要传输的内容")
     prompts = [m.tokens.make(in_len) for _ in range(c.disagg_num_prompts)]
     single = [request_timing(o) | {"token_ids": list(o.outputs[0].token_ids), "text": o.outputs[0].text}
-              for o in (m.generate([p], c.disagg_output_len)[0][0] for p in prompts)]
-    return DisaggReference(prompts, in_len, single, m.tokens)
+              for o in (m.generate([p], c.disagg_output_len, figure="disaggregated_prefill")[0][0] for p in prompts)]
+    return DisaggReference(prompts, in_len, single, m.tokens, m.guard)
 
 
 def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table:
@@ -145,6 +148,7 @@ def disaggregated_prefill(run: SectionRun, ref: DisaggReference | None) -> Table
     finally:
         stored_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else 0
         shutil.rmtree(store, ignore_errors=True)
+    keep_served(run, ref.guard, "disaggregated_prefill", base.results + disagg.results, prompts)
     parts = proxy.timings[-len(prompts):]  # the warm-up came first
     rows = []
     for i, (s, b, d, part) in enumerate(zip(single, base.results, disagg.results, parts)):

@@ -21,7 +21,8 @@ from .common import (
 )
 
 
-def _arm(main: Main, name: str, prompts: list[list[int]], out_len: int, prime: list[int] | None) -> dict[str, Any]:
+def _arm(main: Main, name: str, prompts: list[list[int]], out_len: int, prime: list[int] | None,
+         figure: str = "prefix_caching") -> dict[str, Any]:
     """One arm: prompts one at a time (own TTFT), then the same prompts again as one batch
     (throughput); counters are deltas over the sequential pass only, so hits are this arm's."""
     if prime is not None:  # the first user of a shared prefix pays for it; time the ones after
@@ -29,7 +30,7 @@ def _arm(main: Main, name: str, prompts: list[list[int]], out_len: int, prime: l
     before = main.engine.metrics()
     rows = []
     for p in prompts:
-        outs, wall = main.generate([p], out_len)
+        outs, wall = main.generate([p], out_len, figure=figure)
         rows.append({"arm": name, **request_timing(outs[0]), "e2e_ms": wall * 1000})
     after = main.engine.metrics()
     deltas = counter_delta(before, after, "vllm:prefix_cache")
@@ -45,11 +46,12 @@ def _arm(main: Main, name: str, prompts: list[list[int]], out_len: int, prime: l
             "mean_e2e_ms": float(np.mean([r["e2e_ms"] for r in rows]))}
 
 
-def _batch_throughput(main: Main, prompts: list[list[int]], out_len: int, prime: list[int] | None) -> dict[str, Any]:
+def _batch_throughput(main: Main, prompts: list[list[int]], out_len: int, prime: list[int] | None,
+                      figure: str = "prefix_caching") -> dict[str, Any]:
     if prime is not None:
         main.generate([prime], 1)
     before = main.engine.metrics()
-    outs, wall = main.generate(prompts, out_len)
+    outs, wall = main.generate(prompts, out_len, figure=figure)
     deltas = counter_delta(before, main.engine.metrics(), "vllm:prefix_cache")
     n_in = sum(len(p) for p in prompts)
     n_out = sum(len(o.outputs[0].token_ids) for o in outs)
@@ -126,11 +128,11 @@ def prefix_caching_off(run: SectionRun, main: Main | None, on: Table | None) -> 
     plen = on.summary["prompt_len"]
     off = run.engine("features-prefix-off", enable_prefix_caching=False)
     try:
-        m_off = Main(off, {}, m.tokens)
+        m_off = Main(off, {}, m.tokens, m.guard)
         prompts, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
-        arm = _arm(m_off, "shared_prefix_caching_off", prompts, c.prefix_output_len, prime)
+        arm = _arm(m_off, "shared_prefix_caching_off", prompts, c.prefix_output_len, prime, "prefix_caching_off")
         batch, prime = prefix_workload(m.tokens, c.prefix_num_prompts, plen, c.prefix_shared_ratio, True)
-        arm.update(_batch_throughput(m_off, batch, c.prefix_output_len, prime))
+        arm.update(_batch_throughput(m_off, batch, c.prefix_output_len, prime, "prefix_caching_off"))
     finally:
         off.close()
     run.save_rows("prefix_off_requests", arm.pop("rows"))

@@ -19,8 +19,16 @@ import numpy as np
 from ... import loadgen
 from ...context import SectionRun, SectionSkipped
 from ...metrics import RequestResult
+from ...output_guard import OutputGuard
 from ...token_prompts import TokenPrompts
-from .common import Table, _sum_by_name, counter_delta, safe_ratio, scrape_metrics
+from .common import (
+    Table,
+    _sum_by_name,
+    counter_delta,
+    keep_served,
+    safe_ratio,
+    scrape_metrics,
+)
 from .prefix_cache import prefix_workload
 from .speculative import acceptance, copy_prompts
 
@@ -70,7 +78,7 @@ def _prefix_arm(results: list[RequestResult], deltas: dict[str, Any] | None) -> 
             "cached_tokens": int(sum(cached)) if all(c is not None for c in cached) else None}
 
 
-def prefix_caching_served(run: SectionRun) -> Table:
+def prefix_caching_served(run: SectionRun, guard: OutputGuard | None = None) -> Table:
     """Shared vs distinct prefixes through the deployment's API; see the module docstring."""
     c = run.conf
     if not c.prefix_caching:
@@ -100,6 +108,7 @@ def prefix_caching_served(run: SectionRun) -> Table:
             after = _counters(base)
             deltas = counter_delta(before, after, "vllm:prefix_cache") if before is not None and after else None
             arms[name] = _prefix_arm(results, deltas)
+            keep_served(run, guard, "prefix_caching_served", results, prompts, ignore_eos=ep.ignore_eos)
             rows += [{**r.row(), "arm": name} for r in results]
     run.save_rows("prefix_served_requests", rows)
     on, miss = arms["shared_prefix"], arms["distinct_prefix"]
@@ -115,7 +124,7 @@ def prefix_caching_served(run: SectionRun) -> Table:
     return Table("prefix_caching_served", [{"arm": k, **v} for k, v in arms.items()], summary)
 
 
-def speculative_server(run: SectionRun) -> Table:
+def speculative_server(run: SectionRun, guard: OutputGuard | None = None) -> Table:
     """The deployment's speculative-decoding acceptance from its own counters, over copy-friendly
     prompts sent one at a time (speculation is a latency feature)."""
     c = run.conf
@@ -135,6 +144,7 @@ def speculative_server(run: SectionRun) -> Table:
     if not deltas:
         raise SectionSkipped("the server runs no speculative decoding (no vllm:spec_decode_* counters on /metrics)",
                              zh="该服务未启用投机解码（/metrics 中没有 vllm:spec_decode_* 计数器）")
+    keep_served(run, guard, "speculative_server", results, prompts, ignore_eos=ep.ignore_eos)
     run.save_rows("speculative_server_requests", [r.row() for r in results])
     tpots = [r.tpot_s * 1000 for r in results if r.tpot_s is not None]
     summary = {**acceptance(deltas), "num_prompts": len(prompts),

@@ -10,6 +10,7 @@ from typing import Any
 from ... import metrics as metrics_mod
 from ...context import SectionRun, SectionSkipped
 from ...engines import Sampling
+from ...output_guard import OutputGuard
 from .common import (
     CORPUS,
     Main,
@@ -19,6 +20,8 @@ from .common import (
     _sum_by_name,
     _vector_by_name,
     counter_delta,
+    keep,
+    keep_served,
     safe_ratio,
     scrape_metrics,
 )
@@ -84,6 +87,7 @@ class SpecBaseline:
     prompts: list[str]
     outs: list[Any]
     walls: list[float]
+    guard: OutputGuard | None = None
 
 
 def speculative_baseline(run: SectionRun, main: Main | None) -> SpecBaseline:
@@ -95,7 +99,8 @@ def speculative_baseline(run: SectionRun, main: Main | None) -> SpecBaseline:
     prompts = copy_prompts(c.spec_num_prompts)
     _timed_greedy(m.engine, prompts[:1], 4)  # warm-up: first-call overheads out of the baseline
     outs, walls = _timed_greedy(m.engine, prompts, c.spec_output_len)
-    return SpecBaseline(prompts, outs, walls)
+    keep(m.guard, "speculative", outs, ignore_eos=False)
+    return SpecBaseline(prompts, outs, walls, m.guard)
 
 
 def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
@@ -124,6 +129,7 @@ def speculative(run: SectionRun, base: SpecBaseline | None) -> Table:
             _timed_greedy(eng, prompts[:1], 4)
             before = eng.metrics()
             outs, walls = _timed_greedy(eng, prompts, c.spec_output_len)
+            keep(base.guard, "speculative", outs, ignore_eos=False)
             acc = acceptance(counter_delta(before, eng.metrics(), "vllm:spec_decode"))
         finally:
             eng.close()
@@ -161,7 +167,7 @@ def _served_arm(run: SectionRun, url: str, prompts: list[str], max_tokens: int) 
     return lr.metrics(), lr
 
 
-def speculative_served(run: SectionRun) -> Table:
+def speculative_served(run: SectionRun, guard: OutputGuard | None = None) -> Table:
     """The same A/B through the OpenAI API: a server without and one with ngram speculation,
     measured with the performance section's streaming client (vLLM's metric definitions)."""
     c = run.conf
@@ -182,6 +188,7 @@ def speculative_served(run: SectionRun) -> Table:
         before = scrape_metrics(url)
         spec, spec_lr = _served_arm(run, url, prompts, c.spec_output_len)
         acc = acceptance(counter_delta(before, scrape_metrics(url), "vllm:spec_decode"))
+    keep_served(run, guard, "speculative_served", base_lr.results + spec_lr.results, prompts, ignore_eos=False)
     run.save_rows("speculative_served_requests", base_lr.rows(arm="baseline") + spec_lr.rows(arm="ngram"))
     summary = {"baseline": {k: base.get(k) for k in keys}, "ngram": {**{k: spec.get(k) for k in keys}, **acc},
                "e2el_speedup": safe_ratio(base.get("mean_e2el_ms"), spec.get("mean_e2el_ms")),

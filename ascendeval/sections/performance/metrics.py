@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ascendeval.schema import EngineInfo, EngineStart, MetricsModel, SectionMetrics
+from ascendeval.schema import (
+    EngineInfo,
+    EngineStart,
+    GuardResult,
+    MetricsModel,
+    SectionMetrics,
+)
 
 
 class PlanModel(MetricsModel):
@@ -301,3 +307,5 @@ class PerformanceMetrics(SectionMetrics):
     serving: list[ServingSweepPoint] | None = None  # main point first, then the rate and concurrency sweeps
     serving_main: ServingPoint | None = None
     serving_agreement: list[ServingAgreement] | None = None  # None: no sweep point repeats the main settings
+    # the output guard (output_guard.py): per figure, whether the outputs it timed were sane
+    output_guard: dict[str, GuardResult] | None = None

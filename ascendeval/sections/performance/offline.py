@@ -14,6 +14,7 @@ from ... import device as device_mod
 from ... import metrics
 from ...context import SectionRun, SectionSkipped
 from ...engines import Engine
+from ...output_guard import OutputGuard
 from .setup import (
     PerfEngine,
     Plan,
@@ -25,6 +26,12 @@ from .setup import (
     close_engine,
     token_prompts,
 )
+
+
+def _keep(guard: OutputGuard | None, figure: str, gens: list[Any]) -> None:
+    # `vllm bench latency/throughput` sample (temperature 1.0, ignore_eos): see setup._fixed
+    if guard is not None:
+        guard.keep(figure, gens, sampled=True, ignore_eos=True)
 
 
 @dataclass
@@ -44,8 +51,9 @@ class LatencyResult:
         return pd.DataFrame(rows, columns=["metric", "value"]).set_index("metric")
 
 
-def latency(run: SectionRun, pe: PerfEngine | None, p: Plan) -> LatencyResult:
-    """`vllm bench latency`: one batch of fixed-length prompts, warm-up not counted, p10..p99."""
+def latency(run: SectionRun, pe: PerfEngine | None, p: Plan, guard: OutputGuard | None = None) -> LatencyResult:
+    """`vllm bench latency`: one batch of fixed-length prompts, warm-up not counted, p10..p99.
+    `guard`: keeps the timed iterations' outputs for the correctness check (figure `latency`)."""
     pe = _need(run, pe)
     c = p.conf.latency
     _check_len(pe, "latency", c.input_len, c.output_len)
@@ -63,6 +71,7 @@ def latency(run: SectionRun, pe: PerfEngine | None, p: Plan) -> LatencyResult:
             raise RuntimeError(f"iteration {i} produced {produced} tokens, expected {c.batch_size * c.output_len} "
                                f"(ignore_eos not honoured?)")
         lat.append(dt)
+        _keep(guard, "latency", gens)
         rows.append({"kind": "latency", "iter": i, "latency_s": dt, "batch_size": c.batch_size,
                      "input_len": c.input_len, "output_len": c.output_len})
     s = metrics.latency_summary(lat)
@@ -107,7 +116,8 @@ class ThroughputResult:
         return df
 
 
-def throughput(run: SectionRun, pe: PerfEngine | None, p: Plan) -> ThroughputResult:
+def throughput(run: SectionRun, pe: PerfEngine | None, p: Plan, guard: OutputGuard | None = None
+               ) -> ThroughputResult:
     """`vllm bench throughput` over N prompts, through the harness AND through a bare
     `LLM.generate` on the same prompts and engine, alternating, so the harness overhead is
     measured in the same run (goal: harness >= 0.98 x bare)."""
@@ -142,6 +152,7 @@ def throughput(run: SectionRun, pe: PerfEngine | None, p: Plan) -> ThroughputRes
                 if n_out != c.num_prompts * c.output_len:
                     raise RuntimeError(f"harness produced {n_out} tokens, expected {c.num_prompts * c.output_len}")
                 h_times.append(dt)
+                _keep(guard, "throughput", gens)
             elif bare_fn is not None:
                 b_times.append(bare_fn())
     n_in, n_out = c.num_prompts * c.input_len, c.num_prompts * c.output_len
@@ -162,7 +173,7 @@ class SplitResult:
         return pd.DataFrame(self.rows).set_index("batch_size")
 
 
-def prefill_decode(run: SectionRun, pe: PerfEngine | None, p: Plan) -> SplitResult:
+def prefill_decode(run: SectionRun, pe: PerfEngine | None, p: Plan, guard: OutputGuard | None = None) -> SplitResult:
     """Per batch size: prefill tok/s = B * L_in / T(long input, 1 token out);
     decode tok/s = B * (L_out - 1) / (T(short input, L_out out) - T(short input, 1 out)),
     i.e. the decode time is what the extra L_out - 1 tokens cost on top of the short prefill."""
@@ -179,7 +190,12 @@ def prefill_decode(run: SectionRun, pe: PerfEngine | None, p: Plan) -> SplitResu
         _timed_generate(pe.engine, short_p, _fixed(2))
 
         def med(prompts: list[list[int]], n: int) -> float:
-            return float(np.median([_timed_generate(pe.engine, prompts, _fixed(n, i))[0] for i in range(c.iters)]))
+            times = []
+            for i in range(c.iters):
+                dt, gens = _timed_generate(pe.engine, prompts, _fixed(n, i))
+                times.append(dt)
+                _keep(guard, "prefill_decode", gens)
+            return float(np.median(times))
 
         t_prefill = med(long_p, 1)
         t_short1 = med(short_p, 1)
@@ -253,7 +269,7 @@ def _mode_label(eager: bool, device: str) -> str:
 
 
 def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: LatencyResult | None,
-                   thr: ThroughputResult | None) -> GraphResult:
+                   thr: ThroughputResult | None, guard: OutputGuard | None = None) -> GraphResult:
     """The latency and throughput workloads with enforce_eager true and false; start-up included.
     The section's main engine supplies the mode it runs in (and is closed after it); the other
     mode gets its own engine."""
@@ -272,10 +288,16 @@ def graph_vs_eager(run: SectionRun, pe: PerfEngine | None, p: Plan, lat: Latency
         lp = token_prompts(tok, c.batch_size, c.input_len, p.conf.seed)
         for i in range(c.warmup_iters):
             _timed_generate(eng, lp, _fixed(c.output_len, i))
-        lats = [_timed_generate(eng, lp, _fixed(c.output_len, 1000 + i))[0] for i in range(c.iters)]
+        figure = "graph_vs_eager." + ("eager" if eager else "graph")
+        lats = []
+        for i in range(c.iters):
+            dt_i, gens_i = _timed_generate(eng, lp, _fixed(c.output_len, 1000 + i))
+            lats.append(dt_i)
+            _keep(guard, figure, gens_i)
         tp = token_prompts(tok, t.num_prompts, t.input_len, p.conf.seed + 1)
         _timed_generate(eng, tp[:4], _fixed(t.output_len))
         dt, gens = _timed_generate(eng, tp, _fixed(t.output_len))
+        _keep(guard, figure, gens)
         ttfts = [g.timing.ttft_s for g in gens if g.timing.ttft_s is not None]
         # the mode as the engine resolved it (vllm-ascend / vLLM's platform checks may override
         # what was asked), not inferred from enforce_eager

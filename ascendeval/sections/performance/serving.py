@@ -13,6 +13,7 @@ import pandas as pd
 from ... import device as device_mod
 from ... import loadgen, plotting
 from ...context import SectionRun, SectionSkipped
+from ...output_guard import OutputGuard
 from .setup import Plan, token_prompts
 
 
@@ -37,14 +38,15 @@ def _rate(x: Any) -> float:
     return math.inf if x == "inf" else float(x)
 
 
-def serving(run: SectionRun, p: Plan) -> ServingResult:
+def serving(run: SectionRun, p: Plan, guard: OutputGuard | None = None) -> ServingResult:
     """Main load point, then the request-rate sweep and the concurrency sweep, against a served
-    model; rows after every point go to records/performance.requests.jsonl."""
+    model; rows after every point go to records/performance.requests.jsonl. `guard` keeps the timed
+    requests' outputs of each point (figures `serving_main`, `serving.<sweep> <load>`)."""
     c = p.conf.serving
     if not c.enabled:
         raise SectionSkipped("serving.enabled is false", zh="serving.enabled 为 false")
     if c.url:  # this section's own endpoint wins over the run's server
-        return _serve_against(run, p, c.url.rstrip("/"))
+        return _serve_against(run, p, c.url.rstrip("/"), guard)
     if run.cfg.target.engine == "hf" and not run.cfg.server.url:
         raise SectionSkipped("not applicable: the hf engine has no server (set performance.serving.url to "
                              "benchmark an existing OpenAI-compatible endpoint)",
@@ -53,14 +55,17 @@ def serving(run: SectionRun, p: Plan) -> ServingResult:
     # params' server.url, else the run's shared server (ASCENDEVAL_SHARED_SERVER_URL), else one
     # started here for this step and stopped after it
     with run.served("serving") as base:
-        return _serve_against(run, p, base)
+        return _serve_against(run, p, base, guard)
 
 
-def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
+def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | None = None) -> ServingResult:
     c = p.conf.serving
     name = loadgen.served_model(base_url, run.cfg.server.served_model_name, run.cfg.server.api_key)
+    # a vLLM server returns the generated ids (return_token_ids) for the output guard; others are
+    # re-tokenized from the streamed text
     ep = loadgen.Endpoint(base_url, name, api=c.api, api_key=run.cfg.server.api_key, timeout_s=c.timeout_s,
-                          ignore_eos=c.ignore_eos)
+                          ignore_eos=c.ignore_eos,
+                          request_token_ids=guard is not None and run.cfg.target.engine == "vllm" and not c.url)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(run.model().path, trust_remote_code=run.cfg.model.trust_remote_code)
@@ -96,6 +101,10 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str) -> ServingResult:
             lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
                                   warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
             runs[i].append(lr)
+            if guard is not None:  # greedy (the client sends temperature 0)
+                guard.keep(loadgen.guard_figure(sweep, spec.label()),
+                           loadgen.guard_outputs(lr.results, prompts[n_warm:], tok, c.api),
+                           sampled=False, ignore_eos=c.ignore_eos)
             one = lr.metrics(slo)
             repeats[i].append({"repeat": k, **{f: one[f] for f in REPEAT_FIGURES},
                                "settle_wait_s": settle_s, "host_cpu_busy_before": busy})
