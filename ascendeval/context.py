@@ -180,7 +180,10 @@ class SectionRun:
                                    "in this process: close it first (one vLLM engine at a time)")
         # resolving (or building) is not the start; a served target needs the files only for its
         # tokenizer (log-likelihood scoring), and may have none here (a model only the server holds)
-        model_path = self._local_model_path() if kind == "openai" else self.model().path
+        # `model_path`: another weights folder for this engine only (a quantized copy compared with
+        # the params' model); default: the params' model
+        custom_path = overrides.pop("model_path", None)
+        model_path = custom_path or (self._local_model_path() if kind == "openai" else self.model().path)
         owned = contextlib.ExitStack()
         if kind == "openai" and not overrides.get("base_url") and not self.cfg.server.url:
             # a served target with no URL in the params: the run's shared server, else one started
@@ -197,7 +200,7 @@ class SectionRun:
         if kind == "vllm":
             self._vllm_engines.append((label, eng))
         self.engine_starts.append({"label": label, "engine": eng.name, "wall_s": time.perf_counter() - t0,
-                                   "overrides": {k: v for k, v in overrides.items()}})
+                                   "overrides": {**overrides, **({"model_path": str(custom_path)} if custom_path else {})}})
         self.add("engine_starts", self.engine_starts)
         return eng
 

@@ -96,6 +96,13 @@ WORDS: dict[str, dict[str, str]] = {
     "rel_axis": {"en": "relative difference (‖target − ref‖ / ‖ref‖)", "zh": "相对差异 (‖目标 − 参考‖ / ‖参考‖)"},
     "reference": {"en": "reference", "zh": "参考模型"},
     "target": {"en": "target", "zh": "目标模型"},
+    # deployment matrix
+    "dep_prefill": {"en": "Prefill path vs the baseline", "zh": "预填充路径：与基线对比"},
+    "dep_logprob_axis": {"en": "mean |Δ logprob| of the sequence's token (nats)",
+                         "zh": "序列 token 的平均 |Δ logprob| (nats)"},
+    "dep_decode": {"en": "Decode path: divergence from the baseline", "zh": "解码路径：与基线分叉"},
+    "generated_axis": {"en": "generated token (index)", "zh": "生成的 token (序号)"},
+    "dep_diverged_axis": {"en": "share of prompts diverged", "zh": "已分叉的提示词比例"},
     # long context
     "long_context": {"en": "Long context: {model} on {target}", "zh": "长上下文：{model}（{target}）"},
     "ttft_vs_len": {"en": "TTFT vs input length", "zh": "首 Token 延迟随输入长度的变化"},

@@ -211,6 +211,59 @@ def returned_entries_metrics(ref_logits_row: Any, target_entries: Mapping[int, f
     return row
 
 
+# --------------------------------------------------------------------------- two engines' top-N
+
+
+def entries_vs_entries(base: Mapping[int, float], arm: Mapping[int, float], token: int, k: int = 5
+                       ) -> dict[str, Any]:
+    """One position where two engines (a deployment arm and its baseline) each returned their
+    top-N {token_id: logprob} plus the token actually at the next position (`token`).
+
+    Exact: top1_match (both sides' argmax among what they returned, i.e. their true top-1),
+    topk_overlap (needs N >= k) and the logprob difference of `token` (arm minus baseline).
+    ``kl_common_renorm`` is KL(base || arm) of the two distributions renormalised on the ids
+    both returned, labelled so; ``base_margin`` is how much the baseline preferred its own top-1
+    over the arm's top-1 (0 when they agree; a lower bound when the arm's pick is outside the
+    baseline's returned ids), the measure of whether a flip happened at a near tie.
+    """
+    if not base or not arm:
+        raise ValueError("both engines must return logprob entries for the position")
+    if token not in base or token not in arm:
+        raise ValueError(f"token {token} missing from the returned entries: cannot compare its logprob")
+    b_ids, a_ids = list(base), list(arm)
+    b_vals = np.array([float(base[i]) for i in b_ids], dtype=np.float64)
+    a_vals = np.array([float(arm[i]) for i in a_ids], dtype=np.float64)
+    finite = bool(np.isfinite(b_vals).all() and np.isfinite(a_vals).all())
+    nan = float("nan")
+    b_top = b_ids[int(np.argmax(np.where(np.isfinite(b_vals), b_vals, -np.inf)))]
+    a_top = a_ids[int(np.argmax(np.where(np.isfinite(a_vals), a_vals, -np.inf)))] if finite else None
+    b_k = {b_ids[i] for i in np.argsort(-b_vals, kind="stable")[:k]}
+    a_k = {a_ids[i] for i in np.argsort(-a_vals, kind="stable")[:k]}
+    common = sorted(set(b_ids) & set(a_ids))
+    kl = nan
+    if finite and common:
+        bc = np.array([base[i] for i in common], dtype=np.float64)
+        ac = np.array([arm[i] for i in common], dtype=np.float64)
+        lp = bc - np.logaddexp.reduce(bc)
+        lq = ac - np.logaddexp.reduce(ac)
+        kl = float(_clip_rounding(np.array([np.sum(np.exp(lp) * (lp - lq))]), 0.0, math.inf, "kl_common_renorm")[0])
+    if a_top is None or a_top == b_top:
+        margin = 0.0 if a_top is not None else nan
+    else:
+        # the arm's pick as the baseline saw it; outside the baseline's top-N it is at most its lowest
+        other = float(base[a_top]) if a_top in base else float(np.min(b_vals))
+        margin = float(base[b_top]) - other
+    diff = float(arm[token]) - float(base[token]) if finite else nan
+    return {
+        "top1_match": bool(finite and a_top == b_top),
+        "topk_overlap": len(a_k & b_k) / k if finite else 0.0,
+        "logprob_diff": diff,
+        "kl_common_renorm": kl,
+        "base_margin": margin,
+        "finite": finite,
+    }
+
+
 # --------------------------------------------------------------------------- aggregation
 
 

@@ -43,6 +43,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 
 # %%
 import ascendeval
+from ascendeval.sections.precision import deployment
 from ascendeval.sections.precision import steps as precision
 
 run = ascendeval.open_section("precision", params_file, run_dir)
@@ -61,7 +62,7 @@ run.show("reference", ref)
 # ## Target engine
 
 # %%
-target = run.step("target", run.engine, "target")
+target = run.step("target", precision.open_target_engine, run, ref)
 
 # %% [markdown]
 # ## Teacher-forced comparison
@@ -80,6 +81,18 @@ precision.show(tf, "summary_table")
 # %%
 positions_png = run.step("plot_positions", precision.plot_positions, tf, run.artifact_path("precision_positions.png"))
 precision.show_image(positions_png)
+
+# %% [markdown]
+# ## Full vocabulary (vLLM targets)
+#
+# The target's logprobs of every vocabulary entry for a bounded number of positions
+# (`deployment.full_vocab_positions`): KL and the cosine of centred logits over the whole
+# vocabulary (logprobs are logits minus one constant per position, so the centred cosine is
+# exactly that of the logits). Memory: positions × vocabulary × 4 bytes.
+
+# %%
+fv = run.step("full_vocab", precision.full_vocab, ref, target, run.conf)
+run.show("full_vocab", fv)
 
 # %% [markdown]
 # ## Hidden states per layer (hf targets)
@@ -105,11 +118,35 @@ run.show("free_running", fr)
 # ## Verdict against the params thresholds
 
 # %%
-verdict = run.step("verdict", precision.verdict, tf, fr, run.conf)
+verdict = run.step("verdict", precision.verdict, tf, fr, run.conf, fv)
 run.show("verdict", verdict)
 
 # %%
-run.step("record", precision.record, run, ref, tf, fr, verdict, target)
+run.step("record", precision.record, run, ref, tf, fr, verdict, target, fv)
+
+# %% [markdown]
+# ## Deployment matrix: does a deployment setting change the answers?
+#
+# One baseline arm (the params' target, eager) and one arm per deployment setting that applies:
+# graph mode, chunked prefill with small chunks, prefix-cache hit vs miss, speculative decoding,
+# batch 1 vs a full batch, tensor parallel, other dtypes. Each arm reads the reference's sequences
+# (prefill path: top-N prompt logprobs) and generates greedily with logprobs (decode path); it is
+# compared with the baseline and with the float32 reference. A free-running divergence where the
+# baseline was at a near tie (`tie_nats`) is benign; one where the baseline was sure is not.
+# Arms that cannot run on this target are listed with the reason. The target engine is closed here.
+
+# %%
+matrix = run.step("deployment_matrix", deployment.run_matrix, run, ref, target)
+run.show("deployment_matrix", matrix)
+
+# %%
+precision.show(matrix, "not_run")
+
+# %%
+deployment_png = run.step("plot_deployment", deployment.plot, matrix, run.artifact_path("precision_deployment.png"))
+precision.show_image(deployment_png)
+
+# %%
 run.step("close", precision.close, ref, target)
 
 # %% [markdown]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...report.builder import CardBuilder, plots_of
-from ...report.cells import fmt, get, md_table, opt
+from ...report.cells import fmt, get, md_escape, md_table, opt
 from ...report.text import L, metric_label, verdict_label
 from ...report.verdicts import Summary, figure
 from .metrics import PrecisionMetrics, TeacherForcedReturned
@@ -39,7 +39,56 @@ def render(b: CardBuilder) -> None:
     if isinstance(fr, dict):
         b.add(f"### {L(lang, 'prec_free')}")
         b.kv_table("precision", fr, kinds=["free_running"])
+    fv = m.get("full_vocab")
+    if isinstance(fv, dict):
+        b.add(L(lang, "prec_full_vocab", positions=fv.get("num_positions"), vocab=fv.get("vocab_size"),
+                wall=fmt(fv.get("wall_s"), "wall_s", lang)))
+        b.kv_table("precision", fv, ["mean_cosine_centered", "min_cosine_centered", "mean_kl", "max_kl",
+                                     "top1_agreement", "peak_bytes"])
+    dep = m.get("deployment")
+    if isinstance(dep, dict):
+        _deployment(b, dep)
     plots_of(b, "precision")
+
+
+# the matrix's columns: the arm against the baseline, then against the reference, then its cost
+_DEP_COLUMNS = ("tf_top1_agreement_vs_baseline", "tf_mean_abs_logprob_diff_vs_baseline", "free_agreement_vs_baseline",
+                "first_divergence_min", "divergences_beyond_tie", "top1_agreement", "output_ref_top1_agreement",
+                "engine_start_s", "wall_s")
+
+
+def _deployment(b: CardBuilder, dep: dict[str, Any]) -> None:
+    """The arm x metric table with a verdict per arm, then the arms that did not run and why."""
+    lang = b.lang
+    b.add(f"### {L(lang, 'dep_title')}",
+          L(lang, "dep_intro", n=dep.get("logprobs_requested"), tie=dep.get("tie_nats"),
+            wall=fmt(dep.get("wall_s"), "wall_s", lang)))
+    arms = [a for a in dep.get("arms") or [] if isinstance(a, dict)]
+    ran = [a for a in arms if a.get("status") == "ok"]
+    if ran:
+        def cell(a: dict[str, Any], k: str) -> str:
+            if k == "engine_start_s" and a.get(k) is None and a.get("reused_engine"):
+                return L(lang, "dep_reused")
+            return fmt(a.get(k), k, lang)
+
+        def setting(a: dict[str, Any]) -> str:
+            return md_escape(a.get("setting_zh") if lang == "zh" and a.get("setting_zh") else a.get("setting"), 80)
+
+        def verdict_cell(a: dict[str, Any]) -> str:
+            if a.get("kind") == "baseline":
+                return L(lang, "dep_baseline")
+            return verdict_label({True: "pass", False: "fail"}.get((a.get("verdict") or {}).get("passed"), "none"), lang)
+
+        rows = [[f"**{a['arm']}**", setting(a)] + [cell(a, k) for k in _DEP_COLUMNS] + [verdict_cell(a)] for a in ran]
+        b.add(md_table([L(lang, "dep_arm"), metric_label("setting", lang)] + [metric_label(k, lang) for k in _DEP_COLUMNS]
+                       + [L(lang, "verdict")], rows), b.source("precision", ["deployment_positions"]))
+    other = [a for a in arms if a.get("status") != "ok"]
+    if other:
+        b.add(f"#### {L(lang, 'dep_not_run')}",
+              md_table([L(lang, "dep_arm"), L(lang, "status"), L(lang, "reason")],
+                       [(a.get("arm"), L(lang, a.get("status", "")),
+                         md_escape(a.get("reason_zh") if lang == "zh" and a.get("reason_zh") else a.get("reason"), 200))
+                        for a in other]))
 
 
 
@@ -104,12 +153,20 @@ def summary(m: PrecisionMetrics, params: dict[str, Any], lang: str) -> Summary:
         figures.append(figure("free_token_agreement", fr.free_token_agreement,
                               L(lang, "cond_free_running", tokens=fr.num_compared_tokens, prompts=fr.num_prompts,
                                 ref=ref_name), lang))
+    if m.full_vocab is not None and m.full_vocab.mean_cosine_centered is not None:
+        figures.append(figure("mean_cosine_centered", m.full_vocab.mean_cosine_centered,
+                              L(lang, "cond_full_vocab", positions=m.full_vocab.num_positions,
+                                vocab=m.full_vocab.vocab_size, ref=ref_name), lang))
     checks = opt(m, "verdict.checks") or []
     failed = [c for c in checks if c.passed is False]
     note = "; ".join(L(lang, "threshold_note", label=metric_label(c.metric, lang),
                        value=fmt(c.measured, c.metric, lang), op=c.op, threshold=fmt(c.threshold, c.metric, lang))
                      for c in failed)
     passed = opt(m, "verdict.passed")
+    bad_arms = [a.arm for a in (m.deployment.arms if m.deployment else []) if a.verdict and a.verdict.passed is False]
+    if bad_arms:  # a setting that changes the answers fails the section, whatever the baseline did
+        note = "; ".join(x for x in (note, L(lang, "dep_failed_arms", arms=", ".join(bad_arms))) if x)
+        passed = False
     state = {True: "pass", False: "fail"}.get(passed, "info")
     word = {"pass": L(lang, "verdict_word_pass"), "fail": L(lang, "verdict_word_fail", checks=note),
             "info": L(lang, "verdict_word_info")}[state]

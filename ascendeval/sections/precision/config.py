@@ -3,7 +3,7 @@ params block: an unknown key is a one-line error)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,6 +21,55 @@ class PrecisionThresholds(Strict):
     )
     max_mean_abs_ref_logprob_diff: float | None = Field(0.05, ge=0, description="mean |logprob diff| of the reference token")
     min_free_token_agreement: float | None = Field(None, ge=0, le=1, description="free-running greedy token agreement")
+
+
+ARM_KINDS = ("graph", "chunked_prefill", "prefix_cache", "speculative", "batch", "tensor_parallel", "pd_split")
+
+
+class DeploymentThresholds(Strict):
+    """Pass/fail limits of one deployment arm against the baseline arm; null disables a check."""
+
+    min_top1_vs_baseline: float | None = Field(
+        0.98, ge=0, le=1, description="teacher-forced top-1 agreement with the baseline arm")
+    max_mean_abs_logprob_diff_vs_baseline: float | None = Field(
+        0.05, ge=0, description="teacher-forced mean |logprob difference| of the sequence's token vs the baseline")
+    max_divergences_beyond_tie: int | None = Field(
+        0, ge=0, description="free-running: prompts whose first divergence from the baseline happened where the "
+                             "baseline preferred its token by more than tie_nats (a flip that is no near tie)")
+    max_top1_drop_vs_reference: float | None = Field(
+        0.02, ge=0, le=1, description="teacher-forced top-1 agreement with the float32 reference may fall below "
+                                      "the baseline's by at most this")
+
+
+class CustomArm(Strict):
+    """One more arm: engine arguments (and optionally another weights folder) against the baseline."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm.LLM arguments over the target's")
+    model_path: str | None = Field(None, description="another weights folder (e.g. a quantized copy); default: "
+                                                     "the params' model")
+
+
+class DeploymentConfig(Strict):
+    """The deployment matrix: does a deployment setting change the outputs? (sections/precision/deployment.py)"""
+
+    enabled: bool = True
+    arms: list[Literal[ARM_KINDS]] | None = Field(  # type: ignore[valid-type]
+        None, description="which arms to run; null: every arm that applies to the target. Arms left out are "
+                          "listed with the reason")
+    chunk_tokens: int = Field(16, ge=8, description="max_num_batched_tokens of the chunked-prefill arm: the prefill "
+                                                    "of every compared sequence is split into chunks this long")
+    dtypes: list[Literal["float16", "bfloat16", "float32"]] = Field(
+        default_factory=list, description="more model dtypes, one arm each")
+    kv_cache_dtypes: list[str] = Field(default_factory=list, description="KV-cache dtypes (vLLM kv_cache_dtype, "
+                                                                         "e.g. fp8), one arm each")
+    custom: list[CustomArm] = Field(default_factory=list)
+    tie_nats: float = Field(0.5, gt=0, description="a free-running divergence where the baseline preferred its "
+                                                   "token by at most this is a near tie")
+    full_vocab_positions: int = Field(
+        32, ge=0, description="vLLM targets: positions whose full-vocabulary logprobs are requested from the "
+                              "baseline (cosine, KL over the whole vocabulary); 0: off. Memory: positions x vocab")
+    thresholds: DeploymentThresholds = Field(default_factory=DeploymentThresholds)
 
 
 class PrecisionConfig(Strict):
@@ -41,6 +90,7 @@ class PrecisionConfig(Strict):
     hidden_states: bool = Field(True, description="per-layer hidden-state norms (hf targets)")
     free_running: bool = Field(True, description="greedy generation on both sides, first divergence")
     thresholds: PrecisionThresholds = Field(default_factory=PrecisionThresholds)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @model_validator(mode="after")
     def _k_within_returned(self) -> "PrecisionConfig":

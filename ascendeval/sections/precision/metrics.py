@@ -115,6 +115,67 @@ class Verdict(MetricsModel):
     checks: list[Check]
 
 
+class DeploymentArm(MetricsModel):
+    """`deployment.compare` for one arm (sections/precision/deployment.py): the arm against the
+    baseline arm (`*_vs_baseline`) and against the float32 reference (the other figures)."""
+
+    arm: str
+    kind: str
+    setting: str
+    setting_zh: str | None = None
+    status: Literal["ok", "failed", "not_run"]
+    reason: str | None = None
+    reason_zh: str | None = None
+    engine_start_s: float | None = None  # None: the engine was already running (reused)
+    reused_engine: bool | None = None
+    wall_s: float | None = None
+    prefill_not_measured: str | None = None  # the engine refused prompt logprobs: why
+    tf_num_positions: int | None = None
+    tf_top1_agreement_vs_baseline: float | None = None
+    tf_topk_overlap_vs_baseline: float | None = None
+    tf_mean_abs_logprob_diff_vs_baseline: float | None = None
+    tf_max_abs_logprob_diff_vs_baseline: float | None = None
+    tf_mean_kl_common_vs_baseline: float | None = None
+    top1_agreement: float | None = None
+    topk_overlap: float | None = None
+    mean_kl_returned_renorm: float | None = None
+    mean_abs_ref_logprob_diff: float | None = None
+    top1_drop_vs_reference: float | None = None
+    num_prompts: int | None = None
+    free_agreement_vs_baseline: float | None = None
+    num_prompts_diverged: int | None = None
+    first_divergence_min: int | None = None
+    divergences_beyond_tie: int | None = None
+    decode_mean_abs_logprob_diff_vs_baseline: float | None = None
+    output_ref_top1_agreement: float | None = None
+    free_agreement_vs_reference: float | None = None
+    cached_tokens: int | None = None
+    cached_tokens_miss: int | None = None
+    verdict: Verdict | None = None
+
+
+class FullVocab(MetricsModel):
+    """`steps.full_vocab`: a vLLM target's full-vocabulary prompt logprobs vs the reference."""
+
+    num_positions: int | None = None
+    vocab_size: int | None = None
+    wall_s: float | None = None
+    peak_bytes: int | None = None
+    mean_cosine_centered: float | None = None
+    min_cosine_centered: float | None = None
+    mean_kl: float | None = None
+    max_kl: float | None = None
+    top1_agreement: float | None = None
+
+
+class Deployment(MetricsModel):
+    arms: list[DeploymentArm]
+    passed: bool | None
+    wall_s: float
+    tie_nats: float
+    logprobs_requested: int
+
+
 class PrecisionMetrics(SectionMetrics):
     engine_starts: list[EngineStart] | None = None
     reference: ReferenceEngine | None = None
@@ -123,3 +184,5 @@ class PrecisionMetrics(SectionMetrics):
     hidden_states: HiddenStates | None = None
     free_running: FreeRunning | None = None
     verdict: Verdict | None = None
+    full_vocab: FullVocab | None = None
+    deployment: Deployment | None = None

@@ -13,8 +13,11 @@ Flow (notebook 03_precision calls these in order):
    at a time and keeps per-position scalars and running sums only.
 4. ``free_running``: greedy generation on the target from the same prompt ids; agreement,
    first divergence, texts side by side from there.
-5. ``verdict`` against params thresholds, ``record`` validates every value (cosine in [-1, 1],
+5. ``full_vocab`` (vLLM targets): every vocabulary entry's logprob for a bounded number of
+   positions, so KL and the (centred) logits cosine are measured over the whole vocabulary there too.
+6. ``verdict`` against params thresholds, ``record`` validates every value (cosine in [-1, 1],
    KL >= 0, rates in [0, 1]) before anything is saved.
+7. The deployment matrix (``deployment.run_matrix``): the same comparison across deployment settings.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ... import precision_metrics as pm
 from ...errors import SectionSkipped
 
 PROMPTS_FILE = paths.PACKAGE_DIR / "data" / "precision_prompts.json"
+FULL_VOCAB_PER_REQUEST = 8
 HIDDEN_LAYER_NOTE = ("layer 0 = embedding output, layer i = output of decoder layer i as returned by transformers "
                      "(output_hidden_states); the last entry may already include the final norm")
 
@@ -143,6 +147,17 @@ def open_target(cfg: Any, path: str | None = None) -> Any:
     from ... import engines
 
     return engines.create(cfg, path or model_path(cfg))
+
+
+def open_target_engine(run: Any, reference: Reference | None = None) -> Any:
+    """The target engine as params describe it; a vLLM target may return every vocabulary entry's
+    logprob (max_logprobs = vocab size, read from the reference's config; no effect on numerics)
+    so the full-vocabulary step can run on it."""
+    over: dict[str, Any] = {}
+    vocab = getattr(getattr(getattr(reference, "engine", None), "model", None), "config", None)
+    if run.cfg.target.engine == "vllm" and run.conf.deployment.full_vocab_positions and vocab is not None:
+        over["max_logprobs"] = int(vocab.vocab_size)
+    return run.engine("target", **over)
 
 
 def _has_logits(target: Any) -> bool:
@@ -290,6 +305,72 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
                                hidden_layers=acc.rows(), wall_s=time.perf_counter() - t0)
 
 
+# --------------------------------------------------------------------------- full vocabulary (vLLM)
+
+
+def full_vocab(reference: Reference | None, target: Any, conf: Any) -> dict[str, Any]:
+    """The target's full-vocabulary prompt logprobs for a bounded number of positions, against
+    the reference's full logits: KL and centred cosine over the whole vocabulary (logprobs are
+    logits minus one constant per position, so the centred cosine is exactly that of the
+    logits). One request per sequence, its first FULL_VOCAB_PER_REQUEST positions (so at most
+    that many x the number of sequences); the entries become float32 rows at once, so memory is
+    positions x vocab x 4 bytes."""
+    import numpy as np
+    import torch
+
+    from ...engines import vllm_compat
+
+    if not conf.deployment.full_vocab_positions:
+        raise SectionSkipped("precision.deployment.full_vocab_positions is 0", zh="precision.deployment.full_vocab_positions 为 0")
+    if reference is None or getattr(target, "llm", None) is None:
+        raise SectionSkipped("needs the reference and an offline vLLM target (hf targets are compared over the full "
+                             "vocabulary in the teacher-forced step already)",
+                             zh="需要参考模型和离线 vLLM 目标（hf 目标已在 teacher-forced 步骤中做全词表比较）")
+    engine = target
+    budget = conf.deployment.full_vocab_positions
+    vocab = int(vllm_compat.vllm_config(engine.llm).model_config.get_vocab_size())
+    sp = vllm_compat.sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False)
+    t0 = time.perf_counter()
+    rows: list[dict[str, float]] = []
+    peak_bytes = 0
+    for s in reference.sequences:
+        if len(rows) >= budget:
+            break
+        # at most FULL_VOCAB_PER_REQUEST positions per request: vLLM hands back one Python object per
+        # (position, token), ~100 bytes each (8 x 151,936 tokens: ~120 MB at once for a Qwen vocabulary)
+        take = min(budget - len(rows), FULL_VOCAB_PER_REQUEST, len(s.ids) - 1)
+        ids = s.ids[: take + 1]
+        out = engine.llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)[0]
+        tgt = np.full((take, vocab), -np.inf, dtype=np.float32)
+        for i in range(take):
+            entry = out.prompt_logprobs[i + 1]
+            tgt[i, list(entry.keys())] = [lp.logprob for lp in entry.values()]
+        del out
+        peak_bytes = max(peak_bytes, tgt.nbytes)
+        ref_logits, _ = _forward(reference.engine, ids, take + 1, False)
+        r = ref_logits[:take].double()
+        t = torch.from_numpy(tgt).double()
+        r_lp = torch.log_softmax(r, -1)
+        rc, tc = r_lp - r_lp.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
+        cos = (rc * tc).sum(-1) / (rc.norm(dim=-1) * tc.norm(dim=-1))
+        kl = (r_lp.exp() * (r_lp - t)).sum(-1)
+        for i in range(take):
+            rows.append({"cosine": float(cos[i]), "kl": float(kl[i]),
+                         "top1_match": bool(int(r[i].argmax()) == int(t[i].argmax()))})
+    n = len(rows)
+    cos_v = [r["cosine"] for r in rows]
+    result = {
+        "num_positions": n, "vocab_size": vocab, "wall_s": time.perf_counter() - t0, "peak_bytes": peak_bytes,
+        "mean_cosine_centered": float(np.mean(cos_v)) if n else None,
+        "min_cosine_centered": float(np.min(cos_v)) if n else None,
+        "mean_kl": float(np.mean([r["kl"] for r in rows])) if n else None,
+        "max_kl": float(np.max([r["kl"] for r in rows])) if n else None,
+        "top1_agreement": sum(r["top1_match"] for r in rows) / n if n else None,
+    }
+    pm.validate_ranges(result, "full_vocab")
+    return result
+
+
 # --------------------------------------------------------------------------- free running
 
 
@@ -364,8 +445,10 @@ class Verdict:
         return pd.DataFrame(rows, columns=["metric", "measured", "op", "threshold", "result"])
 
 
-def verdict(tf: TeacherForcedResult | None, fr: FreeRunResult | None, conf: Any) -> Verdict:
-    """Each threshold that is set becomes one check; unmeasured metrics are 'not measured'."""
+def verdict(tf: TeacherForcedResult | None, fr: FreeRunResult | None, conf: Any,
+            fv: dict[str, Any] | None = None) -> Verdict:
+    """Each threshold that is set becomes one check; unmeasured metrics are 'not measured'. On a
+    top-N target the cosine limit applies to the full-vocabulary step's centred cosine (`fv`)."""
     th = conf.thresholds
     s = tf.summary if tf else {}
     full = tf is not None and tf.scope == pm.SCOPE_FULL
@@ -378,7 +461,10 @@ def verdict(tf: TeacherForcedResult | None, fr: FreeRunResult | None, conf: Any)
         checks.append(pm.check("topk_overlap", s.get("topk_overlap"), ">=", th.min_topk_overlap))
     if th.min_mean_cosine is not None:
         # centred cosine on a top-N subset is a different quantity: never checked against this limit
-        checks.append(pm.check("mean_cosine", s.get("mean_cosine") if full else None, ">=", th.min_mean_cosine))
+        if full or not (fv and fv.get("mean_cosine_centered") is not None):
+            checks.append(pm.check("mean_cosine", s.get("mean_cosine") if full else None, ">=", th.min_mean_cosine))
+        else:
+            checks.append(pm.check("mean_cosine_centered", fv["mean_cosine_centered"], ">=", th.min_mean_cosine))
     if th.max_mean_kl is not None:
         key = "mean_kl" if full else "mean_kl_returned_renorm"
         checks.append(pm.check(key, s.get(key), "<=", th.max_mean_kl))
@@ -392,7 +478,7 @@ def verdict(tf: TeacherForcedResult | None, fr: FreeRunResult | None, conf: Any)
 
 
 def record(run: Any, reference: Reference | None, tf: TeacherForcedResult | None, fr: FreeRunResult | None,
-           v: Verdict | None, target: Any = None) -> dict[str, Any]:
+           v: Verdict | None, target: Any = None, fv: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate every value, then store metrics and per-position / per-prompt sidecars."""
     metrics: dict[str, Any] = {}
     if reference is not None:
@@ -406,6 +492,8 @@ def record(run: Any, reference: Reference | None, tf: TeacherForcedResult | None
             metrics["hidden_states"] = {"note": HIDDEN_LAYER_NOTE, "layers": tf.hidden_layers}
     if fr is not None:
         metrics["free_running"] = fr.summary
+    if fv is not None:
+        metrics["full_vocab"] = fv
     if v is not None:
         metrics["verdict"] = v.as_dict()
     pm.validate_ranges(metrics)
