@@ -20,6 +20,9 @@ class Sampling:
     stop: list[str] | None = None
     logprobs: int | None = None  # top-k logprobs per generated token
     prompt_logprobs: int | None = None  # top-k logprobs per prompt token (vllm / hf)
+    # False: no text (vLLM then also skips decoding every returned logprob's token, most of the
+    # cost of top-N logprobs on a CPU host); for comparisons that read ids and logprobs only
+    detokenize: bool = True
 
 
 @dataclass

@@ -75,6 +75,8 @@ class VLLMEngine(Engine):
         kw: dict[str, Any] = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
                                   ignore_eos=s.ignore_eos, seed=s.seed, stop=s.stop,
                                   logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs)
+        if not s.detokenize:
+            kw["detokenize"] = False
         if s.top_k:
             kw["top_k"] = s.top_k
         return vllm_compat.sampling_params(**kw)

@@ -131,7 +131,9 @@ def guard_table(b: CardBuilder, section: str, m: dict[str, Any]) -> None:
         status = res.get("status") or "unchecked"
         reason = res.get("reason_zh" if lang == "zh" else "reason")
         shown = L(lang, f"guard_status_{status}") + (f" ({reason})" if reason else "")
-        rows.append([guard_title(name, lang)] + [fmt(res.get(k), k, lang) for k in keys] + [shown])
+        # sampled outputs (temperature 1) are judged by their excess NLL; their top-1 share is no criterion
+        cells = [fmt(None if k == "ref_top1_agreement" and res.get("sampled") else res.get(k), k, lang) for k in keys]
+        rows.append([guard_title(name, lang)] + cells + [shown])
     b.add(f"### {L(lang, 'guard_heading')}", L(lang, "guard_intro"),
           md_table([L(lang, "guard_figure")] + [metric_label(k, lang) for k in keys] + [metric_label("status", lang)],
                    rows), b.source(section))

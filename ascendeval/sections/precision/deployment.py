@@ -127,7 +127,7 @@ def _prompt_entries(engine: Any, reference: Any, n: int, one_at_a_time: bool) ->
     from ...engines.base import Sampling
 
     seqs = [s.ids for s in reference.sequences]
-    sp = Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=n)
+    sp = Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=n, detokenize=False)
     gens = [g for s in seqs for g in engine.generate([s], sp)] if one_at_a_time else engine.generate(seqs, sp)
     out = []
     for s, g in zip(reference.sequences, gens):
@@ -141,7 +141,7 @@ def _prompt_entries(engine: Any, reference: Any, n: int, one_at_a_time: bool) ->
 def _free(engine: Any, prompts: list[list[int]], conf: Any, one_at_a_time: bool) -> list[Any]:
     from ...engines.base import Sampling
 
-    sp = Sampling(max_tokens=conf.max_new_tokens, temperature=0.0, logprobs=conf.target_logprobs)
+    sp = Sampling(max_tokens=conf.max_new_tokens, temperature=0.0, logprobs=conf.target_logprobs, detokenize=False)
     return [g for p in prompts for g in engine.generate([p], sp)] if one_at_a_time else engine.generate(prompts, sp)
 
 
@@ -173,7 +173,7 @@ def _prefix_probes(engine: Any, reference: Any, conf: Any) -> tuple[Probe, Probe
     pool = [t for s in reference.sequences for t in s.ids]
     prefix = (pool * (2 * block // max(len(pool), 1) + 1))[: 2 * block]
     prompts = [prefix + s.prompt_ids for s in reference.sequences]
-    sp = Sampling(max_tokens=conf.max_new_tokens, temperature=0.0, logprobs=conf.target_logprobs)
+    sp = Sampling(max_tokens=conf.max_new_tokens, temperature=0.0, logprobs=conf.target_logprobs, detokenize=False)
 
     def run(reset: bool) -> Probe:
         t0 = time.perf_counter()
@@ -193,9 +193,12 @@ def _prefix_probes(engine: Any, reference: Any, conf: Any) -> tuple[Probe, Probe
 # --------------------------------------------------------------------------- comparing
 
 
-def compare(arm: str, probe_: Probe, base: Probe, reference: Any, conf: Any, ref_logits: list[Any] | None
-            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One arm's figures against the reference and the baseline, and its per-position rows."""
+def compare(arm: str, probe_: Probe, base: Probe, reference: Any, conf: Any, ref_logits: list[Any] | None,
+            memo: dict[Any, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One arm's figures against the reference and the baseline, and its per-position rows.
+    `memo` (shared across arms) keeps each comparison with the reference by its inputs: an arm
+    that returned exactly what another did gets the same rows without recomputing them."""
+    memo = {} if memo is None else memo
     dep = conf.deployment
     out: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
@@ -209,7 +212,10 @@ def compare(arm: str, probe_: Probe, base: Probe, reference: Any, conf: Any, ref
                 pos = start + i
                 tok = s.ids[pos + 1]
                 a, b = probe_.prompt_entries[si][pos + 1], base.prompt_entries[si][pos + 1]
-                ref_rows.append(pm.returned_entries_metrics(ref_logits[si][i], a, tok, k=conf.top_k))
+                key = ("prefill", si, pos, tuple(sorted(a.items())))
+                if key not in memo:
+                    memo[key] = pm.returned_entries_metrics(ref_logits[si][i], a, tok, k=conf.top_k)
+                ref_rows.append(memo[key])
                 vb = pm.entries_vs_entries(b, a, tok, k=conf.top_k)
                 base_rows.append(vb)
                 rows.append({"arm": arm, "path": "prefill", "prompt_id": s.prompt.id, "position": pos,
@@ -263,9 +269,13 @@ def compare(arm: str, probe_: Probe, base: Probe, reference: Any, conf: Any, ref
         "decode_mean_abs_logprob_diff_vs_baseline": sum(dec_diffs) / len(dec_diffs) if dec_diffs else None,
     })
     # the arm's own tokens under the reference (teacher-forced on the arm's context)
-    scored = [r for (pids, ids, _) in probe_.outputs if ids
-              for r in output_guard.score_under_reference(reference.engine, output_guard.Sample(pids, ids),
-                                                          conf.max_new_tokens)]
+    scored = []
+    for pids, ids, _ in probe_.outputs:
+        key = ("decode", tuple(pids), tuple(ids))
+        if ids and key not in memo:
+            memo[key] = output_guard.score_under_reference(reference.engine, output_guard.Sample(pids, ids),
+                                                           conf.max_new_tokens)
+        scored += memo.get(key, [])
     out["output_ref_top1_agreement"] = (sum(r["ref_top1"] == r["token"] for r in scored) / len(scored)
                                         if scored else None)
     if all(len(pids) and pids == s.prompt_ids for (pids, _, _), s in zip(probe_.outputs, seqs)):
@@ -415,7 +425,8 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
         raise RuntimeError("the baseline arm produced nothing to compare with")
     ref_logits = reference_logits(reference, conf)
     base = probes[BASELINE]
-    base_fig, _ = compare(BASELINE, base, base, reference, conf, ref_logits)
+    memo: dict[Any, Any] = {}
+    base_fig, _ = compare(BASELINE, base, base, reference, conf, ref_logits, memo)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     base_row = {"arm": BASELINE, "kind": BASELINE, "setting": "the params' target, eager",
@@ -435,7 +446,7 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
             continue
         p = probes[arm.name]
         against = probes["prefix_cache:miss"] if arm.kind == "prefix_cache" else base
-        fig, arm_rows = compare(arm.name, p, against, reference, conf, ref_logits)
+        fig, arm_rows = compare(arm.name, p, against, reference, conf, ref_logits, memo)
         if p.prompt_error:
             fig["prefill_not_measured"] = p.prompt_error
         if arm.kind == "prefix_cache":

@@ -251,7 +251,8 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
 
         try:
             gens = target.generate([s.ids for s in reference.sequences],
-                                   Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=conf.target_logprobs))
+                                   Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=conf.target_logprobs,
+                                            detokenize=False))
         except PromptLogprobsUnsupported as exc:  # a server that is not vLLM: greedy agreement still measures
             raise SectionSkipped(f"{exc}; the free-running greedy comparison measures this target instead",
                                  zh=f"该服务不提供 prompt logprobs（vLLM 的 completions 扩展）：{exc}；"
