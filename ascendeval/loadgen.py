@@ -219,7 +219,9 @@ async def stream_request(
                         res.output_text += text
                         ids = choice.get("token_ids")
                         if isinstance(ids, list):
-                            res.output_token_ids = (res.output_token_ids or []) + [int(t) for t in ids]
+                            if res.output_token_ids is None:
+                                res.output_token_ids = []
+                            res.output_token_ids.extend(int(t) for t in ids)
                         counts.append(ntok)
     except (aiohttp.ClientError, asyncio.TimeoutError, EndpointError, json.JSONDecodeError, OSError) as exc:
         res.error = f"{type(exc).__name__}: {exc}".strip()
