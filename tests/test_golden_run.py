@@ -96,3 +96,26 @@ def test_the_chinese_card_has_no_english_text_of_its_own(run_dir):
             fragments.add(en)
     left = sorted(f for f in fragments if f in zh)
     assert left == [], left[:10]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_deployment_matrix_and_output_guard_on_the_card(run_dir, lang):
+    """The golden run's deployment matrix (one row per arm that ran, the others with the reason)
+    and the output guard's table, in the card's language."""
+    data = report.load_run(run_dir)
+    text = report.build_card(data, lang).markdown
+    rec = records.load(run_dir, "precision")["metrics"]["deployment"]
+    ran = [a for a in rec["arms"] if a["status"] == "ok"]
+    assert {a["arm"] for a in ran} >= {"baseline", "chunked_prefill", "prefix_cache", "batch"}
+    for a in ran:
+        assert f"| **{a['arm']}** |" in text, a["arm"]
+    assert ("Deployment matrix: does a deployment setting change the answers?" if lang == "en"
+            else "部署矩阵：部署配置是否改变输出？") in text
+    # graph was left out by the demo's params: listed with that reason, never silently absent
+    graph = next(a for a in rec["arms"] if a["arm"] == "graph")
+    assert graph["status"] == "not_run" and "precision.deployment.arms" in text
+    assert ("Outputs checked" if lang == "en" else "输出核对") in text
+    perf = records.load(run_dir, "performance")["metrics"]["output_guard"]
+    assert {"latency", "throughput", "serving_main"} <= set(perf) and all(v["status"] == "valid" for v in perf.values())
+    fv = records.load(run_dir, "precision")["metrics"]["full_vocab"]
+    assert fv["num_positions"] > 0 and 0.99 < fv["mean_cosine_centered"] <= 1
