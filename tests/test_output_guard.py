@@ -6,6 +6,7 @@ marked invalid (e2e, real vLLM)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -200,8 +201,18 @@ sections:
     return rec["metrics"]
 
 
+@pytest.fixture
+def restored_environ():
+    """The in-process engine puts the params' target.env into this process's environment
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0): restored afterwards, or later tests' subprocesses inherit it."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.e2e
-def test_throughput_of_an_engine_with_nan_weights_is_invalid(tmp_path):
+def test_throughput_of_an_engine_with_nan_weights_is_invalid(tmp_path, restored_environ):
     good = _throughput_guard(tmp_path, str(builtin_models.ensure("tiny-qwen2")))
     assert good["output_guard"]["throughput"]["status"] == "valid", good["output_guard"]
     assert good["output_guard"]["throughput"]["num_requests"] == 4
