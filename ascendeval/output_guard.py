@@ -24,8 +24,9 @@ of each engine's counters), so it is None in their records.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 VALID, INVALID, UNCHECKED = "valid", "invalid", "unchecked"
 

@@ -9,10 +9,10 @@ prefill-path fault). Real vLLM engines, real notebook. Slow: marked e2e."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
+import nbrun
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,6 @@ def _scaled_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.e2e
 def test_matrix_flags_injected_faults_and_passes_an_identical_restart(tmp_path):
-    import papermill as pm
     import yaml
     from flip_logits import FLIP_AT
 
@@ -64,17 +63,7 @@ def test_matrix_flags_injected_faults_and_passes_an_identical_restart(tmp_path):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     run_dir = tmp_path / "run"
-    env_path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(FAULTS)] + ([env_path] if env_path else []))
-    try:
-        pm.execute_notebook(str(ROOT / "notebooks" / "03_precision.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"params_file": str(pfile), "run_dir": str(run_dir)},
-                            cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
-    finally:
-        if env_path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_path
+    nbrun.execute("03_precision", pfile, run_dir, tmp_path / "out.ipynb", extra_paths=(FAULTS,))
     rec = json.loads((run_dir / "records" / "precision.json").read_text())
     steps = rec["metrics"]["steps"]
     assert steps["deployment_matrix"]["status"] == "ok", steps["deployment_matrix"]

@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import nbrun
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_notebook(tmp_path: Path, target: dict) -> dict:
-    import papermill as pm
     import yaml
 
     params = {
@@ -25,19 +24,7 @@ def _run_notebook(tmp_path: Path, target: dict) -> dict:
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     run_dir = tmp_path / "run"
-    # the kernel imports the checkout's package; set for this call only (a leaked PYTHONPATH would
-    # make later tests' subprocesses import the checkout too)
-    env_path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + env_path if env_path else "")
-    try:
-        pm.execute_notebook(str(ROOT / "notebooks" / "03_precision.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"params_file": str(pfile), "run_dir": str(run_dir)},
-                            cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
-    finally:
-        if env_path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_path
+    nbrun.execute("03_precision", pfile, run_dir, tmp_path / "out.ipynb")
     return json.loads((run_dir / "records" / "precision.json").read_text())
 
 

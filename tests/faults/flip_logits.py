@@ -7,13 +7,17 @@ cannot see, with a known first divergence."""
 from __future__ import annotations
 
 import torch
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+)
 
 FLIP_AT = 3
 
 
 class FlipTopAt(LogitsProcessor):
-    def __init__(self, vllm_config, device, is_pin_memory):  # noqa: ANN001 - vLLM's signature
+    def __init__(self, vllm_config, device, is_pin_memory):
         self.outputs: dict[int, list[int]] = {}  # batch row -> the request's live output ids
 
     def is_argmax_invariant(self) -> bool:
