@@ -7,6 +7,13 @@ from typing import Any
 from ... import catalog, loadgen, output_guard
 from ...report.builder import CardBuilder, is_scalar, plots_of, table_of
 from ...report.cells import fmt, get, md_table, opt
+from ...report.guard import (
+    guard_banner,
+    guard_table,
+    guard_title,
+    invalid_figures,
+    shown_invalid,
+)
 from ...report.text import L, metric_label
 from ...report.verdicts import Summary, figure
 from .metrics import PerformanceMetrics
@@ -85,59 +92,6 @@ def render(b: CardBuilder) -> None:
         b.kv_table("performance", mem)
     guard_table(b, "performance", m)
     plots_of(b, "performance")
-
-
-_GUARD_TITLES = {"latency": "perf_latency", "throughput": "perf_throughput", "prefill_decode": "perf_split",
-                 "graph_vs_eager": "perf_graph", "serving_main": "perf_serving", "serving": "perf_serving"}
-
-
-def guard_title(name: str, lang: str) -> str:
-    """A guard figure's name as the card heads its table ("Offline throughput", "Serving (rate rate=4)");
-    a features block by its catalog label."""
-    base, _, rest = name.partition(".")
-    if base in _GUARD_TITLES:
-        return L(lang, _GUARD_TITLES[base]) + (f" ({rest})" if rest else "")
-    return metric_label(name, lang) if catalog.get(name) is not None else name
-
-
-def _invalid(m: Any, figures: list[str], lang: str) -> list[tuple[str, str]]:
-    """(figure, reason) of each of `figures` the output guard judged invalid."""
-    out = []
-    for f in figures:
-        reason = output_guard.invalid_reason(m, f, lang)
-        if reason is not None:
-            out.append((f, reason))
-    return out
-
-
-def guard_banner(b: CardBuilder, m: Any, figures: list[str]) -> None:
-    """One line above a table whose figures timed degenerate outputs: they are no measurement."""
-    bad = _invalid(m, figures, b.lang)
-    if bad:
-        reason = L(b.lang, "list_sep").join(r if len(bad) == 1 else f"{guard_title(f, b.lang)}: {r}" for f, r in bad)
-        b.add(L(b.lang, "guard_banner", reason=reason))
-
-
-def guard_table(b: CardBuilder, section: str, m: dict[str, Any]) -> None:
-    """The output guard's result per figure: requests, empty, tokens checked, agreement with the
-    reference's top-1, status (and why, when not valid)."""
-    guard = m.get("output_guard")
-    if not isinstance(guard, dict) or not guard:
-        return
-    lang = b.lang
-    keys = ["num_requests", "num_empty", "num_tokens_checked", "ref_top1_agreement", "excess_nll_nats"]
-    rows = []
-    for name, res in guard.items():
-        status = res.get("status") or "unchecked"
-        reason = res.get("reason_zh" if lang == "zh" else "reason")
-        shown = L(lang, f"guard_status_{status}") + (f" ({reason})" if reason else "")
-        # sampled outputs (temperature 1) are judged by their excess NLL; their top-1 share is no criterion
-        cells = [fmt(None if k == "ref_top1_agreement" and res.get("sampled") else res.get(k), k, lang) for k in keys]
-        rows.append([guard_title(name, lang)] + cells + [shown])
-    b.add(f"### {L(lang, 'guard_heading')}", L(lang, "guard_intro"),
-          md_table([L(lang, "guard_figure")] + [metric_label(k, lang) for k in keys] + [metric_label("status", lang)],
-                   rows), b.source(section))
-
 
 
 def _repeats_table(b: CardBuilder, point: Any) -> None:
@@ -220,12 +174,6 @@ def serving_conditions(point: Any, serving_params: dict[str, Any], engine: str, 
     return text + (L(lang, "cond_repeats", n=repeats) if repeats > 1 else "")
 
 
-def _shown(m: Any, figure_name: str, lang: str) -> str | None:
-    """"invalid: outputs degenerate (reason)" in place of a figure the output guard rejected."""
-    reason = output_guard.invalid_reason(m, figure_name, lang)
-    return None if reason is None else L(lang, "guard_invalid", reason=reason)
-
-
 def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary:
     """Figures only (information) unless the params set a serving SLO, whose goodput then shows."""
     engine = opt(m, "engine.engine") or "vllm"
@@ -234,7 +182,7 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
     sm = m.serving_main
     if sm is not None:
         cond = serving_conditions(sm, params.get("serving") or {}, engine, lang)
-        shown = _shown(m, "serving_main", lang)
+        shown = shown_invalid(m, "serving_main", lang)
         for key in ("output_tok_per_s", "median_ttft_ms", "median_tpot_ms", "p99_ttft_ms"):
             figures.append(figure(key, getattr(sm, key), cond, lang, shown=shown))
         if sm.goodput_req_per_s is not None:
@@ -247,16 +195,16 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
         lp = params.get("latency") or {}
         figures.append(figure("avg_latency_s", lat.avg_latency_s,
                               L(lang, "cond_latency", batch=lp.get("batch_size", "?"), input_len=lp.get("input_len", "?"),
-                                output_len=lp.get("output_len", "?")), lang, shown=_shown(m, "latency", lang)))
+                                output_len=lp.get("output_len", "?")), lang, shown=shown_invalid(m, "latency", lang)))
     thr = m.throughput
     if thr is not None:
         n = thr.num_requests
         figures.append(figure("output_tok_per_s", thr.output_tok_per_s,
                               L(lang, "cond_throughput", num=n, input_len=thr.total_input_tokens // max(n, 1),
                                 output_len=thr.total_output_tokens // max(n, 1)), lang,
-                              shown=_shown(m, "throughput", lang)))
+                              shown=shown_invalid(m, "throughput", lang)))
     # a figure that timed degenerate outputs is no measurement: the section fails on it
-    bad = _invalid(m, ["serving_main", "latency", "throughput", "prefill_decode", "graph_vs_eager.eager",
+    bad = invalid_figures(m, ["serving_main", "latency", "throughput", "prefill_decode", "graph_vs_eager.eager",
                        "graph_vs_eager.graph"] + [f for f in (m.output_guard or {}) if f.startswith("serving.")], lang)
     if bad:
         if sm is not None and output_guard.invalid_reason(m, "serving_main", lang) is not None:
