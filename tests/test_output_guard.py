@@ -233,6 +233,10 @@ def test_verify_reads_the_guard_block(golden_run):
     _set_guard(golden_run, "performance", {"throughput": {**valid, "num_nonfinite": 1}})
     problems = verify.verify_run(golden_run).problems
     assert any("output_guard[throughput]" in p and "non-finite" in p for p in problems), problems
+    # the features section's guard is checked by the same rule
+    _set_guard(golden_run, "features", {"capacity": {**valid, "status": "invalid", "reason": None}})
+    problems = verify.verify_run(golden_run).problems
+    assert any("features.output_guard[capacity]" in p and "without a reason" in p for p in problems), problems
 
 
 def test_serving_outputs_for_the_guard_prefer_the_servers_ids(reference):

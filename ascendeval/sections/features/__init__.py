@@ -16,13 +16,13 @@ a time: each comparison engine starts after the main engine has measured its arm
 """
 
 from ..base import Section
-from . import card
+from . import card, verify
 from .config import FeaturesConfig
 from .metrics import FeaturesMetrics
 
 SECTION = Section(
     "features", "05_features", "sec_features", config=FeaturesConfig, metrics=FeaturesMetrics,
-    card=card.render, summary=card.summary,
+    card=card.render, summary=card.summary, verify=verify.rule,
     # the served speculative A/B's baseline arm (its ngram arm needs its own server); a served
     # target (openai) with no URL in the params: the served-feature steps
     uses_shared_server=lambda cfg: ((cfg.sections.features.speculative and cfg.sections.features.spec_served)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ...rechecks import VerifyResult, is_num, mean, pct, sidecar_rows
+from ...rechecks import VerifyResult, guard_rule, is_num, mean, pct, sidecar_rows
 
 
 def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
@@ -41,41 +41,6 @@ def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
                          point.get("output_tok_per_s"), point["output_len"] / float(np.mean(times)))
     _serving(res, m, run_dir)
     guard_rule(res, "performance", m.get("output_guard"))
-
-
-def guard_rule(res: VerifyResult, section: str, guard: Any) -> None:
-    """Each output-guard result against its own numbers: a `valid` figure has no non-finite
-    output and no request vLLM flagged, checked tokens behind it, a sampled excess within reason
-    and counts that add up; an `invalid` one says why. (The features section calls it too.)"""
-    if not isinstance(guard, dict):
-        return
-    for name, g in guard.items():
-        where = f"{section}.output_guard[{name}]"
-        if not isinstance(g, dict):
-            res.problem(where, "not a guard result")
-            continue
-        res.checks += 1
-        n, empty, checked = g.get("num_requests"), g.get("num_empty"), g.get("num_tokens_checked")
-        if is_num(n) and is_num(empty) and empty > n:
-            res.problem(where, f"num_empty {empty} > num_requests {n}")
-        if is_num(g.get("num_samples")) and is_num(n) and g["num_samples"] > n:
-            res.problem(where, f"num_samples {g['num_samples']} > num_requests {n}")
-        agree = g.get("ref_top1_agreement")
-        if agree is not None and not (is_num(agree) and 0 <= agree <= 1):
-            res.problem(where, f"ref_top1_agreement {agree} outside [0, 1]")
-        status = g.get("status")
-        if status == "valid":
-            if g.get("num_nonfinite") or g.get("corrupted_requests"):
-                res.problem(where, "valid, yet outputs with non-finite logprobs / NaN logits are counted")
-            if not checked:
-                res.problem(where, "valid, yet no token was checked against the reference")
-            if g.get("sampled") and g.get("excess_nll_nats") is None:
-                res.problem(where, "valid sampled figure without its excess NLL")
-        elif status == "invalid":
-            if not g.get("reason"):
-                res.problem(where, "invalid without a reason")
-        elif status != "unchecked":
-            res.problem(where, f"unknown status {status!r}")
 
 
 def _serving(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
