@@ -73,6 +73,12 @@ def test_plan_on_a_graph_target_compares_eager_and_keeps_params_choices():
     assert arms["dtype:float16"].overrides == {"dtype": "float16"}
 
 
+def test_plan_says_why_prefix_cache_cannot_run_when_the_target_turns_caching_off():
+    cfg = _cfg(enable_prefix_caching=False)
+    arms = {a.name: a for a in deployment.plan(cfg, cfg.sections.precision, cfg.sections.features)}
+    assert "enable_prefix_caching" in arms["prefix_cache"].reason and arms["prefix_cache"].reason_zh
+
+
 def test_unknown_arm_kind_is_a_params_error():
     with pytest.raises(Exception, match="arms"):
         _cfg().sections.precision.deployment.model_validate({"arms": ["warp_drive"]})

@@ -83,8 +83,12 @@ def plan(cfg: Any, conf: Any, feature_conf: Any) -> list[Arm]:
             f"分块预填充，每块 {dep.chunk_tokens} 个 token",
             {"enable_chunked_prefill": True, "max_num_batched_tokens": dep.chunk_tokens,
              "max_num_seqs": min(dep.chunk_tokens, target.max_num_seqs or dep.chunk_tokens)}))
-    add(Arm("prefix_cache", "prefix_cache", "prefix-cache hit vs miss (the same prompts after the cache is warm)",
-            "前缀缓存命中对比未命中（缓存预热后的相同提示词）", on_baseline=True))
+    prefix = Arm("prefix_cache", "prefix_cache", "prefix-cache hit vs miss (the same prompts after the cache is warm)",
+                 "前缀缓存命中对比未命中（缓存预热后的相同提示词）", on_baseline=True)
+    if target.enable_prefix_caching is False:
+        prefix.reason = "prefix caching is off in the target (target.enable_prefix_caching: false)"
+        prefix.reason_zh = "目标关闭了前缀缓存（target.enable_prefix_caching: false）"
+    add(prefix)
     methods = getattr(feature_conf, "spec_methods", None) or ["ngram"]
     from ..features.speculative import spec_config
 
@@ -380,11 +384,10 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
     eager_target = run.cfg.target.enforce_eager
     target_arm = BASELINE if eager_target else "graph"
 
-    def on_target(eng: Any, start_s: float | None) -> None:
-        probes[target_arm] = probe(eng, reference, conf)
-        probes[target_arm].engine_start_s = start_s
+    def on_baseline(eng: Any) -> None:
+        """The arms that are other requests on the baseline's engine (batch 1, prefix-cache hit)."""
         for arm in arms:
-            if arm.reason or not arm.on_baseline or target_arm != BASELINE:
+            if arm.reason or not arm.on_baseline:
                 continue
             try:
                 if arm.kind == "batch":
@@ -395,7 +398,9 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
             except Exception as exc:  # noqa: BLE001 - one arm's failure is its row, the others go on
                 errors[arm.name] = f"{type(exc).__name__}: {exc}"[:300]
 
-    on_target(target, None)
+    probes[target_arm] = probe(target, reference, conf)
+    if eager_target:
+        on_baseline(target)
     target.close()
     if not eager_target:  # the params' target is the graph arm; the baseline is the same, eager
         eng = run.engine("deployment-baseline", enforce_eager=True)
@@ -403,6 +408,7 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
             start = run.engine_starts[-1]["wall_s"]
             probes[BASELINE] = probe(eng, reference, conf)
             probes[BASELINE].engine_start_s = start
+            on_baseline(eng)
         finally:
             eng.close()
     for arm in arms:
