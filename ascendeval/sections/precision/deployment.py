@@ -105,10 +105,11 @@ def plan(cfg: Any, conf: Any, feature_conf: Any) -> list[Arm]:
         tp.reason_zh = f"需要目标使用 2 个或更多设备（target.count 为 {target.count}）"
     add(tp)
     add(Arm("pd_split", "pd_split", "disaggregated prefill vs one instance", "预填充/解码分离对比单实例",
-            reason="runs as a served prefill/decode pair in the features section (pd_split, disaggregated), "
-                   "whose outputs the output guard checks; not compared position by position here",
-            reason_zh="在 features 章节中以预填充/解码服务对运行（pd_split，disaggregated），其输出由输出校验检查；"
-                      "此处不逐位置比较"))
+            reason="needs a prefill server and a decode server behind a proxy: the features section runs that pair "
+                   "(features.disaggregated) and compares each prompt's output with one instance's; its timed "
+                   "outputs are checked by the output guard. Not compared position by position here",
+            reason_zh="需要预填充服务和解码服务及代理：features 章节运行该服务对（features.disaggregated），"
+                      "逐条比较其输出与单实例的输出，其计时输出由输出校验检查；此处不逐位置比较"))
     for dt in dep.dtypes:
         arms.append(Arm(f"dtype:{dt}", "dtype", f"model dtype {dt} vs {cfg.model.dtype}",
                         f"模型数据类型 {dt} 对比 {cfg.model.dtype}", {"dtype": dt}))
