@@ -435,19 +435,23 @@ def guard_outputs(results: Sequence[RequestResult], prompts: Sequence[str | list
     """(prompt ids, output ids) of each successful timed request, for the correctness guard
     (output_guard.OutputGuard.keep). `prompts[r.index]` is what request `r` sent. Ids are the
     server's own where it returned them (vLLM's return_token_ids), else the text re-tokenized with
-    the served model's `tokenizer` (a chat prompt through its chat template); without ids and
-    without a tokenizer a request is counted (empty or not) but not compared."""
+    the served model's `tokenizer` (a chat prompt through its chat template). A request is counted
+    but not compared when its ids are unknown: no tokenizer, or a re-tokenized text whose length
+    is not the server's own token count (text does not always round-trip: tokens that decode to
+    nothing or to part of a character). Empty means no token, by the server's count where it gave one."""
     out = []
     for r in results:
         if not r.success or r.warmup or not 0 <= r.index < len(prompts):
             continue
         out_ids = r.output_token_ids
+        ids_known = out_ids is not None
         if out_ids is None:
-            if not r.output_text:
-                out_ids = []
-            elif tokenizer is not None:
+            if not r.output_text and not r.output_tokens:
+                out_ids, ids_known = [], True
+            elif tokenizer is not None and r.output_text:
                 out_ids = tokenizer.encode(r.output_text, add_special_tokens=False)
-            else:  # not empty, ids unknown: one placeholder so it is not counted as empty
+                ids_known = r.output_tokens is None or len(out_ids) == r.output_tokens
+            if not ids_known:  # not empty, ids unknown: one placeholder so it is not counted as empty
                 out_ids = [0]
         prompt_ids = r.prompt_token_ids
         sent = prompts[r.index]
@@ -463,7 +467,7 @@ def guard_outputs(results: Sequence[RequestResult], prompts: Sequence[str | list
                 prompt_ids = list(prompt_ids) if prompt_ids and isinstance(list(prompt_ids)[0], int) else []
             except Exception:  # noqa: BLE001 - no chat template: counted, not compared
                 prompt_ids = []
-        if r.output_token_ids is None and tokenizer is None:
+        if not ids_known:
             prompt_ids = []  # the placeholder output must not be compared
         out.append((prompt_ids or [], list(out_ids)))
     return out

@@ -258,6 +258,21 @@ def test_serving_outputs_for_the_guard_prefer_the_servers_ids(reference):
     assert loadgen.guard_outputs([text_only], [prompt, prompt], None) == [([], [0])]
     # and the guard judges the re-tokenized greedy text against the reference
     assert _check(reference, out[1:], sampled=False)["status"] == "valid"
+
+    # the server counted 6 tokens: a text that re-tokenizes to another length is not the generated
+    # ids (an untrained model's tokens that decode to nothing): counted, not compared, not empty
+    n = len(tok.encode(text, add_special_tokens=False))
+    counted = RequestResult(index=1, prompt_tokens=12, max_tokens=6, success=True, output_text=text, output_tokens=n)
+    off_count = RequestResult(index=1, prompt_tokens=12, max_tokens=6, success=True, output_text=text,
+                              output_tokens=n + 1)
+    no_text = RequestResult(index=1, prompt_tokens=12, max_tokens=6, success=True, output_text="", output_tokens=6)
+    nothing = RequestResult(index=1, prompt_tokens=12, max_tokens=6, success=True, output_text="", output_tokens=0)
+    out = loadgen.guard_outputs([counted, off_count, no_text, nothing], [prompt, prompt], tok)
+    assert out == [(prompt, tok.encode(text, add_special_tokens=False)), ([], [0]), ([], [0]), (prompt, [])]
+    g = output_guard.OutputGuard(OutputGuardConfig())
+    g.keep("serving_main", out)
+    res = g.check(reference)["serving_main"]
+    assert res["num_empty"] == 1 and res["num_samples"] == 1 and res["status"] == "invalid"  # the one truly empty
     assert loadgen.point_figure({"sweep": "concurrency", "request_rate_label": "inf", "max_concurrency": 2}) \
         == "serving.concurrency rate=inf conc=2"
     assert loadgen.point_figure({"sweep": "main", "request_rate_label": "4"}) == "serving_main"

@@ -291,13 +291,15 @@ def test_serving_plots(run_dir, lang, figures):
 
     legends = [[t.get_text() for t in lg.get_texts()] for sub in cdf.subfigs for lg in sub.legends]
     assert all(len(ax.get_lines()) <= serving.CDF_LINES for ax in cdf.axes)
+    # one line per load point, labelled with the golden run's own rates (params: request_rates [4, 16, inf])
+    assert finite == [4, 16]
     if lang == "en":
-        assert legends == [["rate 2 req/s", "rate 8 req/s", "rate ∞ (all at once)"],
+        assert legends == [["rate 4 req/s", "rate 16 req/s", "rate ∞ (all at once)"],
                            ["concurrency 1", "concurrency 4", "concurrency 16"]]
     else:
-        assert legends == [["速率 2 req/s", "速率 8 req/s", "速率 ∞（全部同时发送）"], ["并发 1", "并发 4", "并发 16"]]
+        assert legends == [["速率 4 req/s", "速率 16 req/s", "速率 ∞（全部同时发送）"], ["并发 1", "并发 4", "并发 16"]]
     # each line is the distribution of its own point's timed requests
-    n_timed = sum(1 for r in rows if r["sweep"] == "rate" and r["load"] == "rate=2" and r["success"] and not r["warmup"])
+    n_timed = sum(1 for r in rows if r["sweep"] == "rate" and r["load"] == "rate=4" and r["success"] and not r["warmup"])
     first = cdf.subfigs[0].axes[0].get_lines()[0]
     assert first.get_ydata()[-1] == pytest.approx(100.0) and len(first.get_xdata()) == n_timed
 

@@ -11,7 +11,7 @@ from .card import timing_rows
 from .rundata import RunData
 
 SECTION_COLOUR, ENGINE_COLOUR = "#54a24b", "#f58518"
-LABEL_CHARS = 34  # wall-time labels wrap at spaces beyond this, so the bars keep most of the width
+LABEL_CHARS = 44  # wall-time labels wrap at spaces beyond this, so the bars keep most of the width
 
 
 def make_plots(data: RunData, lang: str = "en") -> list[str]:
@@ -52,8 +52,9 @@ def _wall_times(plt: Any, lang: str, rows: list[tuple[str, str, float]], path: P
     from matplotlib.patches import Patch
 
     labels = [plotting.wrap(w, LABEL_CHARS) for w, _, _ in rows]
-    lines = sum(label.count("\n") + 1 for label in labels)
-    fig, axs = plotting.figure(plt, 0.15 * lines + 0.1 * len(rows) + 1.2)
+    # bars are evenly spaced, so every row needs the height of the tallest label or labels overlap
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig, axs = plotting.figure(plt, (0.15 * lines + 0.1) * len(rows) + 1.2)
     ax = axs[0][0]
     ax.barh(range(len(rows)), [s for _, _, s in rows],
             color=[ENGINE_COLOUR if k == "engine" else SECTION_COLOUR for _, k, _ in rows])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import catalog, loadgen, output_guard
+from ... import catalog, output_guard
 from ...report.builder import CardBuilder, is_scalar, plots_of, table_of
 from ...report.cells import fmt, get, md_table, opt
 from ...report.guard import (
@@ -80,6 +80,10 @@ def render(b: CardBuilder) -> None:
     if isinstance(pts, list) and len(pts) > 1:
         keys = ["sweep", "request_rate_label", "max_concurrency", "completed_count", "request_throughput_req_per_s",
                 "output_tok_per_s", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_e2el_ms"]
+        # imported here: the load generator needs aiohttp, and the card renders (and the section
+        # registry imports this module) where only the engine stack is installed (device_check.py)
+        from ... import loadgen
+
         guard_banner(b, m, [loadgen.point_figure(pt) for pt in pts if pt.get("sweep") != "main"])
         b.add(md_table([metric_label(k, lang) for k in keys] + [L(lang, "tpot_per_repeat")],
                        [[fmt(p.get(k), k, lang) for k in keys]

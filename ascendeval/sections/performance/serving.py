@@ -61,11 +61,12 @@ def serving(run: SectionRun, p: Plan, guard: OutputGuard | None = None) -> Servi
 def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | None = None) -> ServingResult:
     c = p.conf.serving
     name = loadgen.served_model(base_url, run.cfg.server.served_model_name, run.cfg.server.api_key)
-    # a vLLM server returns the generated ids (return_token_ids) for the output guard; others are
-    # re-tokenized from the streamed text
+    # a vLLM server (the run's own or a running deployment) returns the generated ids
+    # (return_token_ids; a vLLM too old for it ignores the field) for the output guard; others
+    # are re-tokenized from the streamed text
     ep = loadgen.Endpoint(base_url, name, api=c.api, api_key=run.cfg.server.api_key, timeout_s=c.timeout_s,
                           ignore_eos=c.ignore_eos,
-                          request_token_ids=guard is not None and run.cfg.target.engine == "vllm" and not c.url)
+                          request_token_ids=guard is not None and run.cfg.server.kind == "vllm" and not c.url)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(run.model().path, trust_remote_code=run.cfg.model.trust_remote_code)

@@ -65,14 +65,15 @@ def _deployment(b: CardBuilder, dep: dict[str, Any]) -> None:
             wall=fmt(dep.get("wall_s"), "wall_s", lang)))
     arms = [a for a in dep.get("arms") or [] if isinstance(a, dict)]
     ran = [a for a in arms if a.get("status") == "ok"]
+
+    def setting(a: dict[str, Any]) -> str:
+        return md_escape(a.get("setting_zh") if lang == "zh" and a.get("setting_zh") else a.get("setting"), 80)
+
     if ran:
         def cell(a: dict[str, Any], k: str) -> str:
             if k == "engine_start_s" and a.get(k) is None and a.get("reused_engine"):
                 return L(lang, "dep_reused")
             return fmt(a.get(k), k, lang)
-
-        def setting(a: dict[str, Any]) -> str:
-            return md_escape(a.get("setting_zh") if lang == "zh" and a.get("setting_zh") else a.get("setting"), 80)
 
         def verdict_cell(a: dict[str, Any]) -> str:
             if a.get("kind") == "baseline":
@@ -85,8 +86,8 @@ def _deployment(b: CardBuilder, dep: dict[str, Any]) -> None:
     other = [a for a in arms if a.get("status") != "ok"]
     if other:
         b.add(f"#### {L(lang, 'dep_not_run')}",
-              md_table([L(lang, "dep_arm"), L(lang, "status"), L(lang, "reason")],
-                       [(a.get("arm"), L(lang, a.get("status", "")),
+              md_table([L(lang, "dep_arm"), metric_label("setting", lang), L(lang, "status"), L(lang, "reason")],
+                       [(f"**{a.get('arm')}**", setting(a), L(lang, a.get("status", "")),
                          md_escape(a.get("reason_zh") if lang == "zh" and a.get("reason_zh") else a.get("reason"), 200))
                         for a in other]))
 
