@@ -405,6 +405,30 @@ def process_tree_pids(root: int | None = None) -> list[int]:
         return []
 
 
+def listening_pid(url: str) -> int | None:
+    """The process listening on `url`'s port on this host (a server's API process, whose children
+    are its engine core and workers), or None: a remote host, or no visible listener."""
+    from urllib.parse import urlsplit
+
+    import psutil  # noqa: PLC0415
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0") or parts.port is None:
+        return None
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    pids = {c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parts.port and c.pid}
+    for pid in sorted(pids):  # several (API-server workers sharing the port): the one whose parent is not among them
+        try:
+            if psutil.Process(pid).ppid() not in pids:
+                return pid
+        except psutil.Error:
+            continue
+    return None
+
+
 def process_tree_memory(root: int | None = None) -> dict[str, int]:
     """Current RSS and peak RSS (VmHWM) summed over this process (or `root`) and its children:
     vLLM runs its engine core in a child process, so one process's RSS misses most of the memory."""

@@ -505,6 +505,50 @@ def list_models(base_url: str, api_key: str | None = None, timeout_s: float = 10
     return ids
 
 
+# Where servers offer a prefix-cache reset: vLLM (dev routes, VLLM_SERVER_DEV_MODE=1; answers
+# {"success": bool}, false while blocks are still held) and SGLang (/flush_cache, 200 on success).
+CACHE_RESET_ROUTES = (("/reset_prefix_cache", "vLLM"), ("/flush_cache", "SGLang"))
+
+
+async def _post_status(url: str, api_key: str | None, timeout_s: float) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+        async with s.post(url, headers=headers) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except json.JSONDecodeError:
+                return resp.status, text
+
+
+def reset_prefix_cache(base_url: str, api_key: str | None = None, attempts: int = 5,
+                       timeout_s: float = 10.0) -> tuple[bool | None, str]:
+    """Empty the server's prefix cache before a load point, so no point is timed on what an
+    earlier one left cached. (True, route) when it did; (False, why) when the server has the
+    route but did not reset (retried: vLLM refuses while blocks are held); (None, why) when it
+    offers no reset (then fresh prompts alone keep points clean)."""
+    root = base_url.rstrip("/")
+    root = root[: -len("/v1")] if root.endswith("/v1") else root
+    missing = []
+    for route, _server in CACHE_RESET_ROUTES:
+        last = ""
+        for attempt in range(attempts):
+            try:
+                status, body = _in_thread(_post_status, f"{root}{route}", api_key, timeout_s)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                return None, f"POST {route} failed: {type(exc).__name__}: {exc}"
+            if status in (404, 405):
+                missing.append(f"{route} HTTP {status}")
+                break
+            if status == 200 and not (isinstance(body, dict) and body.get("success") is False):
+                return True, route
+            last = f"POST {route} answered HTTP {status}: {str(body)[:120]}"
+            time.sleep(0.2 * (attempt + 1))
+        else:
+            return False, last
+    return None, f"the server offers no prefix-cache reset ({', '.join(missing)}); fresh prompts keep the points apart"
+
+
 def served_model(base_url: str, wanted: str | None = None, api_key: str | None = None) -> str:
     """The model id to send requests for: `wanted` (the params' served_model_name) when the server
     serves it, else the first one it lists."""

@@ -254,4 +254,8 @@ def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **override
         cmd = vllm_command(str(model_path), port, kwargs, served_name=name, extra_args=cfg.server.extra_args)
     log = Path(log_dir) / f"server-{cfg.server.kind}-{port}.log"
     env = engine_process_env(cfg.target.device, cfg.target.env)
+    if cfg.server.kind == "vllm":
+        # vLLM's dev routes, for POST /reset_prefix_cache before each serving load point (clean
+        # points); the server listens on 127.0.0.1 only. The params' target.env may turn it off.
+        env = {"VLLM_SERVER_DEV_MODE": "1", **env}
     return Server(cmd, log, env=env, startup_timeout_s=cfg.server.startup_timeout_s, port=port)

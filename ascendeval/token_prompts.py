@@ -28,3 +28,21 @@ class TokenPrompts:
         if n <= 0:
             raise ValueError(f"number of prompts must be >= 1, got {n}")
         return [self.make(n_tokens) for _ in range(n)]
+
+    def text(self, tokenizer: Any, n_tokens: int, max_retry: int = 10) -> tuple[str, int]:
+        """A text prompt that the served model's tokenizer reads as `n_tokens` tokens, and the
+        mismatch left when the retries ran out (0: exact). vLLM's random dataset does the same
+        (benchmarks/datasets: gen_prompt_decode_to_target_len): random ids do not survive a
+        decode/encode round trip, so the text is decoded, re-encoded, then padded with random ids
+        or cut to the target, until the re-encoded length is the target."""
+        ids = self.make(n_tokens)
+        for attempt in range(max_retry + 1):
+            text = tokenizer.decode(ids)
+            ids = list(tokenizer.encode(text, add_special_tokens=False))
+            if len(ids) == n_tokens or attempt == max_retry:
+                break
+            if len(ids) < n_tokens:
+                ids += [int(x) for x in self.rng.choice(self.ids, size=n_tokens - len(ids))]
+            else:
+                ids = ids[:n_tokens]
+        return text, len(ids) - n_tokens

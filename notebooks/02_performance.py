@@ -50,7 +50,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 # %%
 import ascendeval
 from ascendeval import output_guard
-from ascendeval.sections.performance import charts, offline, roofline, serving, setup
+from ascendeval.sections.performance import charts, offline, roofline, serving, setup, slo_capacity
 
 run = ascendeval.open_section("performance", params_file, run_dir)
 guard = output_guard.OutputGuard(run.cfg.output_guard)  # keeps a few outputs of every timed measurement
@@ -143,6 +143,35 @@ run.step("serving_plots", serving.show_plots, served)
 # requests start queueing. Throughput that stops growing with concurrency marks the batch size
 # the target saturates at. A utilisation above the roofline's ceiling is reported as not
 # measured (the working set fits in cache), never as a value above 100 %.
+
+# %% [markdown]
+# ## One trace, every tool's definitions
+#
+# The main point's raw rows under the definitions of vLLM `bench serve`, SGLang `bench_serving`,
+# GuideLLM, AIPerf and EvalScope (each read in the tool's source; `ascendeval/metric_definitions.py`
+# cites file and function), so a figure from any of them can be compared with this report, and
+# the rows below say where their definitions give different numbers on this trace.
+
+# %%
+definitions = run.step("serving_definitions", serving.tool_definitions, run)
+run.show("serving_definitions", definitions)
+
+# %% [markdown]
+# ## Capacity under an SLO
+#
+# The highest request rate (Poisson arrivals) and the highest concurrency at which at least the
+# target share of requests (default 99 %) meet every SLO: the params' `serving.slo_*_ms`, else
+# multiples of a single-request baseline measured first (`serving.capacity`). The search doubles
+# the load until a probe misses the target, then bisects, within a bounded request budget; every
+# probe is a clean load point whose goodput is recorded. Raw rows:
+# `records/performance.capacity_requests.jsonl`.
+
+# %%
+capacity = run.step("serving_capacity", slo_capacity.capacity, run, plan, guard)
+run.show("serving_capacity", capacity)
+
+# %%
+run.step("capacity_plots", serving.show_plots, capacity)
 
 # %% [markdown]
 # ## Outputs checked

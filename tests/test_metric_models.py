@@ -383,6 +383,8 @@ NOT_IN_RECORDS = {
     "matched_pids",
     # quality check specs (data/suites/*.jsonl `check` objects)
     "tol",
+    # the performance verdict's capacity figures (card.summary), labels for a record's capacity answer
+    "capacity_rate_req_per_s", "capacity_concurrency",
 }
 
 

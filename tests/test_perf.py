@@ -61,7 +61,7 @@ sections:
     split: {{batch_sizes: [1, 2], prefill_input_len: 64, decode_input_len: 8, decode_output_len: 8, iters: 1}}
     graph: {{enabled: false}}
     serving: {{num_prompts: 6, input_len: 16, output_len: 6, request_rates: [20, inf], concurrencies: [2], warmup_requests: 1,
-               repeats: 2}}
+               repeats: 2, capacity: {{baseline_requests: 3, probe_requests: 6, request_budget: 48}}}}
 """)
     return p
 
@@ -93,8 +93,10 @@ def test_notebook_end_to_end(tmp_path, engine):
     assert guard["throughput"]["sampled"] and guard["throughput"]["num_requests"] == 4
     print(f"output_guard step: {steps['output_guard']['wall_s']:.1f} s ({engine})")
     if engine == "vllm":
-        assert set(guard) == {"latency", "throughput", "prefill_decode", "serving_main", "serving.rate rate=20",
-                              "serving.rate rate=inf", "serving.concurrency rate=inf conc=2"}, sorted(guard)
+        assert set(guard) - {"capacity.rate", "capacity.concurrency"} == {
+            "latency", "throughput", "prefill_decode", "serving_main", "serving.rate rate=20", "serving.rate rate=inf",
+            "serving.concurrency rate=inf conc=2"}, sorted(guard)
+        assert "capacity.rate" in guard  # the capacity probes' outputs are checked too
         assert not guard["serving_main"]["sampled"] and guard["serving_main"]["num_requests"] == 12
         assert m["throughput_bare"]["total_output_tokens"] == 32 and m["throughput_harness_vs_bare_x"] > 0
         assert m["memory"]["kv_cache_tokens"] > 0
@@ -118,13 +120,57 @@ def test_notebook_end_to_end(tmp_path, engine):
         assert {r["repeat"] for r in rows} == {0, 1}
         assert (run_dir / "artifacts" / "perf_latency_cdf.png").stat().st_size > 0
         assert steps["roofline"]["status"] == "skipped"  # no environment record in this run dir
+        _check_serving_beyond_the_anchors(run_dir, m, steps, rows)
     else:
         assert m["throughput_bare"] is None
         assert steps["serving"]["status"] == "skipped" and "not applicable" in steps["serving"]["reason"]
 
 
+def _check_serving_beyond_the_anchors(run_dir: Path, m: dict, steps: dict, rows: list[dict]) -> None:
+    """Against the run's own vLLM server: clean points, SLOs from the baseline and goodput under
+    them, intervals, telemetry, the capacity search and every tool's definitions."""
+    points = m["serving"]
+    # vLLM's /reset_prefix_cache answered before every point (the run's servers enable it)
+    assert all(p["prefix_cache_reset"] is True for p in points), [p["prefix_cache_reset_note"] for p in points]
+    assert all(p["input_len_requested"] == 16 and p["input_tokens_actual_min"] == p["input_tokens_actual_max"] == 16
+               for p in points)
+    slo = m["serving_slo"]
+    base = slo["single_request_baseline"]
+    assert slo["source"] == "baseline" and base["completed_count"] == 3
+    assert slo["ttft_ms"] >= 5 * base["median_ttft_ms"] and slo["tpot_ms"] >= 2 * base["median_tpot_ms"]
+    assert all(p["goodput_req_per_s"] is not None and 0 <= p["good_count"] <= p["completed_count"] for p in points)
+    for p in points:  # each median inside its own interval
+        lo, hi = p["ci"]["intervals"]["median_tpot_ms"]
+        assert lo <= p["median_tpot_ms"] <= hi and p["ci"]["repeats"] == 2
+    tel = [json.loads(x) for x in (run_dir / "records" / "performance.telemetry.jsonl").read_text().splitlines()]
+    assert tel and all(t["server_num_procs"] >= 1 and t["server_rss_bytes"] > 0 for t in tel)
+    assert all(p["telemetry"]["device_not_exercised"].startswith("not exercised") for p in points)
+    assert steps["serving_capacity"]["status"] == "ok", steps["serving_capacity"]
+    cap = m["capacity_slo"]
+    assert cap["requests_used"] <= 48 and cap["probes"] and cap["slo_source"] == "baseline"
+    for pr in cap["probes"]:
+        assert pr["share_met"] == pr["good_count"] / pr["num_requests"] and pr["met"] == (pr["share_met"] >= 0.99)
+    cap_rows = [json.loads(x) for x in
+                (run_dir / "records" / "performance.capacity_requests.jsonl").read_text().splitlines()]
+    assert len(cap_rows) == cap["requests_used"]
+    assert (run_dir / "artifacts" / "perf_capacity_slo.png").stat().st_size > 0
+    assert (run_dir / "artifacts" / "perf_request_timeline.png").stat().st_size > 0
+    # every tool's definitions over the main point: vLLM's are this report's own figures
+    assert steps["serving_definitions"]["status"] == "ok"
+    vllm = next(t for t in m["serving_definitions"]["tools"] if t["tool"] == "vllm")
+    for key in ("median_ttft_ms", "mean_tpot_ms", "p99_itl_ms", "median_e2el_ms"):
+        assert vllm[key] == pytest.approx(points[0][key], rel=1e-9), key
+    assert len(m["serving_definitions"]["tools"]) >= 5 and m["serving_definitions"]["findings"]
+    from ascendeval import verify
+
+    # the capacity probes, goodput under the SLOs and the intervals recomputed from the raw rows
+    assert [p for p in verify.verify_run(run_dir).problems if p.startswith("performance")] == []
+
+
 def _serving_params(tmp_path: Path, url: str, **serving) -> Path:
     serving.setdefault("repeats", 1)
+    # no single-request baseline before the points: these tests count the server's requests
+    serving.setdefault("capacity", "{enabled: false}")
     extra = "".join(f", {k}: {v}" for k, v in serving.items())
     p = tmp_path / "perf-serving.yaml"
     p.write_text(f"""

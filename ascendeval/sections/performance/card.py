@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import catalog, output_guard
+from . import card_serving
 from ...report.builder import CardBuilder, is_scalar, plots_of, table_of
 from ...report.cells import fmt, get, md_table, opt
 from ...report.guard import (
@@ -75,6 +76,8 @@ def render(b: CardBuilder) -> None:
                                        "peak_output_tok_per_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
                                        "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "p99_itl_ms",
                                        "median_e2el_ms", "p99_e2el_ms", "goodput_req_per_s"], kinds=["requests"])
+        card_serving.slo_note(b, m)
+        card_serving.clean_note(b, m.get("serving") or [sm])
         _repeats_table(b, typed.serving_main)
     pts = m.get("serving")
     if isinstance(pts, list) and len(pts) > 1:
@@ -85,11 +88,17 @@ def render(b: CardBuilder) -> None:
         from ... import loadgen
 
         guard_banner(b, m, [loadgen.point_figure(pt) for pt in pts if pt.get("sweep") != "main"])
-        b.add(md_table([metric_label(k, lang) for k in keys] + [L(lang, "tpot_per_repeat")],
+        b.add(md_table([metric_label(k, lang) for k in keys] + [L(lang, "tpot_per_repeat"), L(lang, "ci_median_tpot")],
                        [[fmt(p.get(k), k, lang) for k in keys]
-                        + [_spread_text(pt, "median_tpot_ms", lang)] for p, pt in zip(pts, typed.serving or [])]),
+                        + [_spread_text(pt, "median_tpot_ms", lang), card_serving.ci_cell(p, "median_tpot_ms", lang)]
+                        for p, pt in zip(pts, typed.serving or [])]),
               b.source("performance", ["requests"]))
+        card_serving.indistinguishable_note(b, m)
     _agreement_table(b, typed.serving_agreement)
+    if isinstance(pts, list):
+        card_serving.telemetry_table(b, pts)
+    card_serving.capacity_part(b, m)
+    card_serving.definitions_part(b, m)
     mem = m.get("memory")
     if isinstance(mem, dict):
         b.add(f"### {L(lang, 'perf_memory')}")
@@ -190,7 +199,16 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
         for key in ("output_tok_per_s", "median_ttft_ms", "median_tpot_ms", "p99_ttft_ms"):
             figures.append(figure(key, getattr(sm, key), cond, lang, shown=shown))
         if sm.goodput_req_per_s is not None:
-            figures.append(figure("goodput_req_per_s", sm.goodput_req_per_s, cond, lang, shown=shown))
+            slo = m.serving_slo
+            slo_cond = cond + (f" · {card_serving.slo_text(slo.model_dump())}" if slo is not None else "")
+            figures.append(figure("goodput_req_per_s", sm.goodput_req_per_s, slo_cond, lang, shown=shown))
+    cap = m.capacity_slo
+    if cap is not None:
+        cap_cond = card_serving.capacity_sentence(cap.model_dump(), lang)
+        for kind, key in (("rate", "capacity_rate_req_per_s"), ("concurrency", "capacity_concurrency")):
+            res = getattr(cap, kind)
+            if res is not None:
+                figures.append(figure(key, res.highest_passing, cap_cond, lang))
         sentence = L(lang, "s_perf", tok=fmt(sm.output_tok_per_s, "output_tok_per_s", lang),
                      ttft=fmt(sm.median_ttft_ms, "median_ttft_ms", lang) + " ms",
                      tpot=fmt(sm.median_tpot_ms, "median_tpot_ms", lang) + " ms", cond=cond)

@@ -62,6 +62,29 @@ class PerfGraphConfig(Strict):
     enabled: bool = Field(True, description="compiled mode starts slowly on CPU (~40 s cold)")
 
 
+class PerfCapacityConfig(Strict):
+    """Capacity under an SLO (slo_capacity.py): the highest request rate and concurrency at which at
+    least `target_share` of requests meet the serving SLOs (params' slo_*_ms, else multiples of a
+    single-request baseline)."""
+
+    enabled: bool = True
+    target_share: float = Field(0.99, gt=0, le=1, description="share of requests that must meet every SLO")
+    ttft_x_baseline: float | None = Field(5.0, gt=1, description="default TTFT SLO: this times the "
+                                          "single-request median TTFT (used when no slo_*_ms is set)")
+    tpot_x_baseline: float | None = Field(2.0, gt=1, description="default TPOT SLO, times the single-request median")
+    e2el_x_baseline: float | None = Field(None, gt=1, description="default E2EL SLO, times the single-request "
+                                          "median; null: no E2EL objective")
+    baseline_requests: int = Field(4, gt=0, description="requests sent one at a time for the baseline")
+    probe_requests: int = Field(16, gt=0, description="requests per probe (a concurrency probe sends at least "
+                                "two per slot)")
+    request_budget: int = Field(240, gt=0, description="requests the whole search may send")
+    resolution: float = Field(0.15, gt=0, description="rate search stops when the first failing rate is "
+                              "within this fraction above the last passing one")
+    max_rate: float = Field(10000.0, gt=0, description="the rate search starts no higher than this")
+    search: list[Literal["rate", "concurrency"]] = Field(default_factory=lambda: ["rate", "concurrency"])
+    settle_max_s: float = Field(2.0, ge=0, description="quiet-host wait before each probe (at most)")
+
+
 class PerfServingConfig(Strict):
     """Serving benchmark with the streaming client (vLLM's metric definitions)."""
 
@@ -88,6 +111,12 @@ class PerfServingConfig(Strict):
                               "the server has met every batch shape first (for accelerators that compile or capture "
                               "per shape on first use; on CPU it made no measurable difference)")
     ignore_eos: bool = Field(True, description="ask for exactly output_len tokens (vLLM/SGLang extension)")
+    reset_prefix_cache: bool = Field(True, description="before each point, reset the server's prefix cache "
+                                     "where it offers it (vLLM /reset_prefix_cache, SGLang /flush_cache)")
+    telemetry_interval_s: float | None = Field(0.5, gt=0, description="sample the server's CPU, memory (and "
+                                               "device power / memory / utilisation) this often during each "
+                                               "point; null: off")
+    capacity: PerfCapacityConfig = Field(default_factory=PerfCapacityConfig)
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput SLO on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput SLO on TPOT")
     slo_e2el_ms: float | None = Field(None, gt=0, description="goodput SLO on end-to-end latency")

@@ -177,6 +177,34 @@ class Roofline(MetricsModel):
     prefill_flops_note: str | None = None
 
 
+class Telemetry(MetricsModel):
+    """The server's processes (and device) sampled during a load point (telemetry.summarise);
+    None where not read. The device rows say why they were not exercised (a CPU run has none)."""
+
+    telemetry_samples: int
+    telemetry_interval_s: float | None
+    host_cpu_percent_mean: float | None
+    host_cpu_percent_max: float | None
+    server_cpu_percent_mean: float | None
+    server_cpu_percent_max: float | None
+    server_rss_bytes_mean: float | None
+    server_rss_bytes_max: float | None
+    server_num_procs_max: int | None
+    device_power_w_mean: float | None
+    device_power_w_max: float | None
+    device_mem_used_bytes_mean: float | None
+    device_mem_used_bytes_max: float | None
+    device_util_percent_mean: float | None
+    device_util_percent_max: float | None
+    device_energy_j: float | None
+    device_energy_window_s: float | None
+    device_joules_per_output_token: float | None
+    device_not_exercised: str | None
+    device_not_exercised_zh: str | None
+    joules_per_token_not_computed: str | None
+    joules_per_token_not_computed_zh: str | None
+
+
 class ServingRepeat(MetricsModel):
     """One repeat of a load point: the figures `serving.REPEAT_FIGURES` of its own requests."""
 
@@ -189,6 +217,144 @@ class ServingRepeat(MetricsModel):
     p99_tpot_ms: float | None
     settle_wait_s: float | None
     host_cpu_busy_before: float | None
+    # clean points (points.py); None in records written before they existed
+    prefix_cache_reset: bool | None = None  # True: reset before the point; False: refused; None: not offered
+    prefix_cache_reset_note: str | None = None
+    input_len_requested: int | None = None
+    input_len_mismatch_count: int | None = None  # chat prompts whose text did not re-tokenize to the length
+    input_tokens_actual_min: int | None = None  # prompt tokens the server counted (usage)
+    input_tokens_actual_max: int | None = None
+    telemetry: Telemetry | None = None  # the server's CPU / memory / device while the repeat ran
+
+
+class ServingIntervals(MetricsModel):
+    """95 % intervals of a point's figures (serving.point_intervals, uncertainty.py)."""
+
+    level: float
+    repeats: int
+    method: str
+    # figure -> [low, high], None where it could not be computed (too few values, one repeat)
+    intervals: dict[str, list[float] | None]
+
+
+class ServingIndistinguishable(MetricsModel):
+    """Neighbouring points of a sweep whose intervals overlap on a figure (serving.indistinguishable)."""
+
+    sweep: Literal["rate", "concurrency"]
+    first_point: str
+    second_point: str
+    compared_metric: str
+    first_value: float | None
+    second_value: float | None
+    first_interval: list[float]
+    second_interval: list[float]
+
+
+class SloBaseline(MetricsModel):
+    """The single-request baseline the default SLOs are multiples of (slo_capacity.single_request_baseline)."""
+
+    num_requests: int
+    completed_count: int
+    median_ttft_ms: float | None
+    median_tpot_ms: float | None
+    median_e2el_ms: float | None
+    request_throughput_req_per_s: float
+
+
+class ServingSlo(MetricsModel):
+    """The SLOs every serving figure's goodput is measured against: the params' or derived."""
+
+    ttft_ms: float | None
+    tpot_ms: float | None
+    e2el_ms: float | None
+    source: Literal["params", "baseline"]
+    single_request_baseline: SloBaseline | None
+    factors: dict[str, float | None] | None = None  # <key>_x_baseline used to derive them
+
+
+class CapacityProbe(MetricsModel):
+    """One load point of the capacity search."""
+
+    search: Literal["rate", "concurrency"]
+    x: float  # the rate (req/s) or concurrency probed
+    request_rate_req_per_s: float | None
+    max_concurrency: int | None
+    num_requests: int
+    completed_count: int
+    good_count: int | None
+    share_met: float
+    met: bool
+    goodput_req_per_s: float | None
+    request_throughput_req_per_s: float
+    output_tok_per_s: float | None
+    p99_ttft_ms: float | None
+    p99_tpot_ms: float | None
+    p99_e2el_ms: float | None
+    duration_s: float
+    prefix_cache_reset: bool | None
+
+
+class CapacityAnswer(MetricsModel):
+    """Where one search ended (slo_capacity.search)."""
+
+    highest_passing: float | None  # None: not met even at the lowest load probed
+    lowest_failing: float | None  # None: no probe missed the target (the budget ran out first)
+    stop_reason: str
+    start: float
+
+
+class CapacitySlo(MetricsModel):
+    """Capacity under an SLO (slo_capacity.capacity)."""
+
+    slo: dict[str, float | None]
+    slo_source: Literal["params", "baseline"]
+    target_share: float
+    request_budget: int
+    probe_requests: int
+    probes: list[CapacityProbe]
+    requests_used: int
+    rate: CapacityAnswer | None = None
+    concurrency: CapacityAnswer | None = None
+    wall_s: float | None = None
+
+
+class ToolFigures(MetricsModel):
+    """One benchmark tool's TTFT / TPOT / ITL / E2EL of the main point's rows (metric_definitions.py);
+    None where the tool does not define the figure."""
+
+    tool: str
+    itl_basis: str
+    mean_ttft_ms: float | None
+    median_ttft_ms: float | None
+    p99_ttft_ms: float | None
+    mean_tpot_ms: float | None
+    median_tpot_ms: float | None
+    p99_tpot_ms: float | None
+    mean_itl_ms: float | None
+    median_itl_ms: float | None
+    p99_itl_ms: float | None
+    mean_e2el_ms: float | None
+    median_e2el_ms: float | None
+    p99_e2el_ms: float | None
+
+
+class DefinitionFinding(MetricsModel):
+    """Where two tools' definitions give different numbers on this trace (metric_definitions.disagreements)."""
+
+    finding: str
+    figure: str
+    tools: list[str]
+    figures_by_tool: dict[str, float | None]
+    relative_difference: float | None
+    differs: bool | None
+    message: str
+    message_zh: str
+
+
+class ServingDefinitions(MetricsModel):
+    point: str
+    tools: list[ToolFigures]
+    findings: list[DefinitionFinding]
 
 
 class ServingAgreement(MetricsModel):
@@ -282,6 +448,14 @@ class ServingPoint(MetricsModel):
     # the repeats pooled in the figures above (settle_wait_s summed, host_cpu_busy_before the highest);
     # None in records written before repeats existed
     repeat_figures: list[ServingRepeat] | None = None
+    # clean points over the repeats (serving._pooled_point); None in older records
+    prefix_cache_reset: bool | None = None
+    prefix_cache_reset_note: str | None = None
+    input_len_requested: int | None = None
+    input_tokens_actual_min: int | None = None
+    input_tokens_actual_max: int | None = None
+    ci: ServingIntervals | None = None
+    telemetry: Telemetry | None = None
 
 
 class ServingSweepPoint(ServingPoint):
@@ -307,5 +481,9 @@ class PerformanceMetrics(SectionMetrics):
     serving: list[ServingSweepPoint] | None = None  # main point first, then the rate and concurrency sweeps
     serving_main: ServingPoint | None = None
     serving_agreement: list[ServingAgreement] | None = None  # None: no sweep point repeats the main settings
+    serving_indistinguishable: list[ServingIndistinguishable] | None = None
+    serving_slo: ServingSlo | None = None
+    serving_definitions: ServingDefinitions | None = None
+    capacity_slo: CapacitySlo | None = None
     # the output guard (output_guard.py): per figure, whether the outputs it timed were sane
     output_guard: dict[str, GuardResult] | None = None

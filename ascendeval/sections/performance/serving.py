@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 
 from ... import device as device_mod
-from ... import loadgen, plotting
+from ... import loadgen, plotting, records, uncertainty
 from ...context import SectionRun, SectionSkipped
 from ...output_guard import OutputGuard
-from .setup import Plan, token_prompts
+from . import points as points_mod
+from . import timeline
+from .setup import Plan
+from .slo_capacity import Slo, effective_slo
 
 
 @dataclass
@@ -58,7 +61,8 @@ def serving(run: SectionRun, p: Plan, guard: OutputGuard | None = None) -> Servi
         return _serve_against(run, p, base, guard)
 
 
-def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | None = None) -> ServingResult:
+def make_client(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | None = None) -> points_mod.Client:
+    """The client every load point of a step sends through (points.Client)."""
     c = p.conf.serving
     name = loadgen.served_model(base_url, run.cfg.server.served_model_name, run.cfg.server.api_key)
     # a vLLM server (the run's own or a running deployment) returns the generated ids
@@ -70,7 +74,15 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard |
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(run.model().path, trust_remote_code=run.cfg.model.trust_remote_code)
-    slo = {"ttft": c.slo_ttft_ms, "tpot": c.slo_tpot_ms, "e2el": c.slo_e2el_ms}
+    return points_mod.Client(ep, tok, c, server_pid=device_mod.listening_pid(base_url),
+                             device_kind=run.cfg.target.device, telemetry_interval_s=c.telemetry_interval_s)
+
+
+def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | None = None) -> ServingResult:
+    c = p.conf.serving
+    client = make_client(run, p, base_url, guard)
+    tok = client.tok
+    slo = effective_slo(run, client)
     n_sweep = c.sweep_num_prompts or c.num_prompts
     plan_points = [("main", _rate(c.request_rate), c.max_concurrency, c.num_prompts)]
     plan_points += [("rate", _rate(r), c.max_concurrency, n_sweep) for r in c.request_rates]
@@ -79,6 +91,7 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard |
     repeats: list[list[dict[str, Any]]] = [[] for _ in plan_points]
     points: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
     # Rounds: every point once per round, `repeats` rounds. A slow phase of the host (on a small
     # CPU host, identical points measured minutes apart differed up to 2x in TPOT) is then spread
     # over all points instead of landing on one, and the repeats of a point measure the run's noise.
@@ -94,38 +107,42 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard |
             # that build kernels or capture graphs per batch shape on first use.
             as_load = c.warmup_load and i == 0 and k == 0
             n_warm = n if as_load else c.warmup_requests
-            # Fresh prompts for every point, repeat and warm-up: the server caches prefixes (vLLM's
-            # default), so prompts sent before would be timed as cache hits.
-            ids = token_prompts(tok, n + n_warm, c.input_len, c.seed + 100 + i + 1000 * k)  # exact input length
-            prompts: list[Any] = [tok.decode(x) for x in ids] if c.api == "chat" else ids
-            settle_s, busy = device_mod.wait_for_quiet_host(c.settle_max_s) if c.settle_max_s else (None, None)
-            lr = loadgen.run_load(ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
-                                  warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
+            got = client.measure(spec, n, c.seed + 100 + i + 1000 * k, n_warm, as_load=as_load)
+            lr = got.run
             runs[i].append(lr)
             if guard is not None:  # greedy (the client sends temperature 0)
                 guard.keep(loadgen.guard_figure(sweep, spec.label()),
-                           loadgen.guard_outputs(lr.results, prompts[n_warm:], tok, c.api),
+                           loadgen.guard_outputs(lr.results, got.prompts, tok, c.api),
                            sampled=False, ignore_eos=c.ignore_eos)
-            one = lr.metrics(slo)
-            repeats[i].append({"repeat": k, **{f: one[f] for f in REPEAT_FIGURES},
-                               "settle_wait_s": settle_s, "host_cpu_busy_before": busy})
+            one = lr.metrics(slo.ms if slo else None)
+            repeats[i].append({"repeat": k, **{f: one[f] for f in REPEAT_FIGURES}, **got.clean,
+                               "telemetry": got.telemetry})
             point = _pooled_point(runs[i], repeats[i], sweep, slo)
             if k == 0:
                 points.append(point)
             else:
                 points[i] = point
             all_rows += lr.rows(sweep=sweep, repeat=k)
+            samples += [{**smp, "sweep": sweep, "load": spec.label(), "repeat": k} for smp in got.samples]
             run.save_rows("requests", all_rows)  # after every measurement: a crash later keeps these
+            if samples:
+                run.save_rows("telemetry", samples)
             run.add("serving", points)
             if one["failed_rate"] and one["failed_rate"] > c.max_failed_fraction:
                 first = next(iter(one["errors"]), "?")
                 raise ServingFailed(f"{one['failed_count']}/{one['num_requests']} requests failed at {spec.label()} "
                                     f"(repeat {k + 1}; allowed fraction {c.max_failed_fraction}); first error: {first}")
+    for pt, lr in zip(points, runs):  # the intervals once every repeat is in
+        pt["ci"] = point_intervals(lr)
+    run.add("serving", points)
     run.add("serving_main", {k: v for k, v in points[0].items() if k != "errors"})
+    close = indistinguishable(points)
+    if close:
+        run.add("serving_indistinguishable", close)
     agreement = same_settings_agreement(points)
     if agreement:
         run.add("serving_agreement", agreement)
-    plots = serving_plots(run, points, all_rows)
+    plots = serving_plots(run, points, all_rows, samples)
     return ServingResult(points, plots)
 
 
@@ -137,17 +154,66 @@ AGREEMENT_FIGURES = ("output_tok_per_s", "median_ttft_ms", "median_tpot_ms")
 
 
 def _pooled_point(runs: list[loadgen.LoadRun], repeats: list[dict[str, Any]], sweep: str,
-                  slo: dict[str, Any]) -> dict[str, Any]:
+                  slo: Slo | None) -> dict[str, Any]:
     """A point's figures over all its repeats' requests (durations summed), with each repeat's own
-    figures kept beside them."""
-    m = loadgen.LoadRun.pooled(runs).metrics(slo)
+    figures kept beside them, and how the point was kept clean."""
+    m = loadgen.LoadRun.pooled(runs).metrics(slo.ms if slo else None)
     waits = [r["settle_wait_s"] for r in repeats if r["settle_wait_s"] is not None]
     busy = [r["host_cpu_busy_before"] for r in repeats if r["host_cpu_busy_before"] is not None]
     m["settle_wait_s"] = sum(waits) if waits else None
     m["host_cpu_busy_before"] = max(busy) if busy else None
+    resets = [r.get("prefix_cache_reset") for r in repeats]
+    # True: reset before every repeat; False: a reset was refused; None: the server offers none
+    m["prefix_cache_reset"] = False if False in resets else (None if None in resets else True)
+    m["prefix_cache_reset_note"] = next((r.get("prefix_cache_reset_note") for r in repeats
+                                         if r.get("prefix_cache_reset") is not True), None)
+    m["input_len_requested"] = repeats[0].get("input_len_requested")
+    lows = [r["input_tokens_actual_min"] for r in repeats if r.get("input_tokens_actual_min") is not None]
+    highs = [r["input_tokens_actual_max"] for r in repeats if r.get("input_tokens_actual_max") is not None]
+    m["input_tokens_actual_min"] = min(lows) if lows else None
+    m["input_tokens_actual_max"] = max(highs) if highs else None
+    m["telemetry"] = points_mod.merge_telemetry([r.get("telemetry") for r in repeats])
     m["sweep"] = sweep
     m["repeat_figures"] = list(repeats)
     return m
+
+
+# request-level medians with a bootstrap interval; run-level figures with a t interval over repeats
+CI_MEDIANS = ("ttft", "tpot", "e2el")
+CI_RUN_FIGURES = ("output_tok_per_s",)
+
+
+def point_intervals(runs: list[loadgen.LoadRun]) -> dict[str, Any]:
+    """95 % intervals of a point's medians and throughput over its repeats (uncertainty.py)."""
+    out: dict[str, Any] = {}
+    for key in CI_MEDIANS:
+        groups = [[v * 1000.0 for v in (getattr(r, f"{key}_s") for r in lr.results if r.success) if v is not None]
+                  for lr in runs]
+        out[f"median_{key}_ms"] = uncertainty.median_ci(groups)
+    for key in CI_RUN_FIGURES:
+        out[key] = uncertainty.mean_ci([lr.metrics()[key] for lr in runs])
+    return {"level": uncertainty.CI_LEVEL, "repeats": len(runs),
+            "method": "two-stage bootstrap (repeats, then requests) for medians; Student-t over repeats for "
+                      "throughput" if len(runs) > 1 else "bootstrap over requests (one repeat: run-to-run "
+                      "noise not measured)",
+            "intervals": {k: list(v) if v is not None else None for k, v in out.items()}}
+
+
+def indistinguishable(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Neighbouring points of each sweep whose intervals overlap on a figure: the run cannot tell
+    them apart there (a trend between them is within the noise)."""
+    out = []
+    for sweep, order_key in (("rate", lambda pt: pt["request_rate_req_per_s"] or math.inf),
+                             ("concurrency", lambda pt: pt["max_concurrency"] or 0)):
+        pts = sorted((pt for pt in points if pt["sweep"] == sweep and pt.get("ci")), key=order_key)
+        for a, b in zip(pts, pts[1:]):
+            for key in (*[f"median_{k}_ms" for k in CI_MEDIANS], *CI_RUN_FIGURES):
+                ia, ib = a["ci"]["intervals"].get(key), b["ci"]["intervals"].get(key)
+                if uncertainty.overlap(ia, ib):
+                    out.append({"sweep": sweep, "first_point": _load_label(a), "second_point": _load_label(b),
+                                "compared_metric": key, "first_value": a.get(key), "second_value": b.get(key),
+                                "first_interval": ia, "second_interval": ib})
+    return out
 
 
 def repeat_spread(point: dict[str, Any], key: str) -> tuple[float, float] | None:
@@ -182,8 +248,11 @@ def same_settings_agreement(points: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def serving_plots(run: SectionRun, points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
-    """TTFT/TPOT vs request rate, throughput vs concurrency, TTFT distributions; PNGs under artifacts/."""
+def serving_plots(run: SectionRun, points: list[dict[str, Any]], rows: list[dict[str, Any]],
+                  samples: list[dict[str, Any]] | None = None) -> list[str]:
+    """TTFT/TPOT vs request rate, throughput vs concurrency, TTFT distributions, the main run's
+    request timeline (with telemetry `samples`, else the run's telemetry rows) and the Pareto
+    front; PNGs under artifacts/."""
     c = run.conf.serving
     k = max((len(pt.get("repeat_figures") or []) for pt in points), default=1) or 1
     n = max((pt.get("num_requests") or 0 for pt in points), default=0) // k
@@ -200,6 +269,12 @@ def serving_plots(run: SectionRun, points: list[dict[str, Any]], rows: list[dict
         timed = [r for r in rows if r["success"] and not r["warmup"] and r.get("ttft_ms") is not None]
         if timed:
             out.append(_ttft_cdf(plt, lang, points, timed, workload, run.artifact_path("perf_latency_cdf.png")))
+    if samples is None:
+        samples = records.load_rows(run.run_dir, "performance", "telemetry")
+    for made in (timeline.timeline_plot(run, rows, samples, run.artifact_path("perf_request_timeline.png")),
+                 timeline.pareto_plot(run, points, run.cfg.target.count or 1, run.artifact_path("perf_pareto.png"))):
+        if made is not None:
+            out.append(made)
     return [str(p) for p in out]
 
 
@@ -324,11 +399,36 @@ def _ttft_cdf(plt: Any, lang: str, points: list[dict[str, Any]], rows: list[dict
     return plotting.save(fig, path)
 
 
-def show_plots(result: ServingResult | None) -> list[str]:
-    """Display the serving plots inline (a notebook helper; nothing to show if serving did not run)."""
+@dataclass
+class DefinitionsResult:
+    record: dict[str, Any]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.record["tools"])
+
+
+def tool_definitions(run: SectionRun) -> DefinitionsResult:
+    """The main point's raw rows under every benchmark tool's definitions (metric_definitions.py):
+    TTFT, TPOT, ITL and E2EL as vLLM, SGLang, GuideLLM, AIPerf and EvalScope compute them, and
+    where those definitions give different numbers on this trace."""
+    from ... import metric_definitions
+
+    rows = [r for r in records.load_rows(run.run_dir, "performance", "requests") if r.get("sweep") == "main"]
+    if not rows:
+        raise SectionSkipped("no serving rows (the serving step did not run)",
+                             zh="没有服务化请求记录（serving 步骤未运行）")
+    figures = metric_definitions.per_tool_figures(rows)
+    rec = {"point": "main", "tools": figures, "findings": metric_definitions.disagreements(rows, figures)}
+    run.add("serving_definitions", rec)
+    return DefinitionsResult(rec)
+
+
+def show_plots(result: Any) -> list[str]:
+    """Display a step's plots inline (`result.plots`: the serving or capacity step's; a notebook
+    helper; nothing to show if that step did not run)."""
     if result is None or not result.plots:
-        raise SectionSkipped("no serving plots (the serving step did not run)",
-                             zh="没有服务化性能图（serving 步骤未运行）")
+        raise SectionSkipped("no plots (the step that draws them did not run)",
+                             zh="没有图（绘制它们的步骤未运行）")
     from IPython.display import Image, display
 
     for path in result.plots:

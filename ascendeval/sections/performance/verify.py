@@ -98,8 +98,67 @@ def _serving(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
             if point.get("total_output_tokens") is not None and point.get("output_tok_per_s") is not None:
                 res.same(f"{where}.output_tok_per_s", point.get("output_tok_per_s"), point["total_output_tokens"] / dur)
 
+        slo = m.get("serving_slo")
+        if isinstance(slo, dict) and is_num(dur) and dur > 0:
+            res.same(f"{where}.good_count", point.get("good_count"), _good(ok, slo))
         _repeats(res, where, point, g)
     _agreement(res, m.get("serving_agreement"), points)
+    _indistinguishable(res, m.get("serving_indistinguishable"), points)
+    _capacity(res, m.get("capacity_slo"), sidecar_rows(run_dir, "performance", "capacity_requests", res))
+
+
+def _good(rows: list[dict[str, Any]], slo: dict[str, Any]) -> int:
+    """Requests meeting every SLO (vLLM's goodput rule: a 1-token request's TPOT counts as 0)."""
+    limits = {k: slo.get(f"{k}_ms") for k in ("ttft", "tpot", "e2el") if slo.get(f"{k}_ms") is not None}
+    n = 0
+    for r in rows:
+        vals = {"ttft": r.get("ttft_ms"), "tpot": r.get("tpot_ms") if r.get("tpot_ms") is not None else 0.0,
+                "e2el": r.get("e2el_ms")}
+        n += all(is_num(vals[k]) and vals[k] <= v for k, v in limits.items())
+    return n
+
+
+def _indistinguishable(res: VerifyResult, close: Any, points: list[dict[str, Any]]) -> None:
+    """Each 'not distinguishable' pair names two points whose recorded intervals do overlap."""
+    for c in close or []:
+        where = f"performance.serving_indistinguishable[{c.get('first_point')} / {c.get('second_point')}]"
+        a, b = c.get("first_interval") or [], c.get("second_interval") or []
+        res.checks += 1
+        if len(a) != 2 or len(b) != 2 or not (a[0] <= b[1] and b[0] <= a[1]):
+            res.problem(where, f"intervals {a} and {b} do not overlap")
+
+
+def _capacity(res: VerifyResult, cap: Any, rows: list[dict[str, Any]]) -> None:
+    """Every probe's counts and share from its own rows, `met` against the target share, and the
+    answer: the highest passing load below the lowest failing one."""
+    if not isinstance(cap, dict):
+        return
+    slo = {f"{k}": v for k, v in (cap.get("slo") or {}).items()}
+    by_probe: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if not r.get("warmup"):
+            by_probe[r.get("probe")].append(r)
+    for i, pr in enumerate(cap.get("probes") or []):
+        where = f"performance.capacity_slo.probes[{i}]"
+        g = by_probe.get(i, [])
+        ok = [r for r in g if r.get("success")]
+        res.same(f"{where}.num_requests", pr.get("num_requests"), len(g))
+        res.same(f"{where}.good_count", pr.get("good_count"), _good(ok, slo))
+        if g:
+            res.same(f"{where}.share_met", pr.get("share_met"), _good(ok, slo) / len(g))
+        res.same(f"{where}.met", pr.get("met"), (pr.get("share_met") or 0) >= cap.get("target_share", 1))
+    for kind in ("rate", "concurrency"):
+        ans = cap.get(kind)
+        if not isinstance(ans, dict):
+            continue
+        probes = [pr for pr in cap.get("probes") or [] if pr.get("search") == kind]
+        failing = [pr["x"] for pr in probes if not pr.get("met")]
+        passing = [pr["x"] for pr in probes if pr.get("met")]
+        res.same(f"performance.capacity_slo.{kind}.lowest_failing", ans.get("lowest_failing"),
+                 min(failing) if failing else None)
+        below = [x for x in passing if not failing or x < min(failing)]
+        res.same(f"performance.capacity_slo.{kind}.highest_passing", ans.get("highest_passing"),
+                 max(below) if below else None)
 
 
 def _repeats(res: VerifyResult, where: str, point: dict[str, Any], rows: list[dict[str, Any]]) -> None:
