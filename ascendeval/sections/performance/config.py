@@ -77,7 +77,8 @@ class PerfCapacityConfig(Strict):
     baseline_requests: int = Field(4, gt=0, description="requests sent one at a time for the baseline")
     probe_requests: int = Field(16, gt=0, description="requests per probe (a concurrency probe sends at least "
                                 "two per slot)")
-    request_budget: int = Field(240, gt=0, description="requests the whole search may send")
+    request_budget: int = Field(240, gt=0, description="requests the whole search may send, split evenly "
+                                "between the rate and the concurrency search")
     resolution: float = Field(0.15, gt=0, description="rate search stops when the first failing rate is "
                               "within this fraction above the last passing one")
     max_rate: float = Field(10000.0, gt=0, description="the rate search starts no higher than this")

@@ -3,10 +3,12 @@
 
 The SLOs are the params' (`serving.slo_*_ms`) or, when the params set none, multiples of a
 single-request baseline measured first (`serving.capacity.*_x_baseline`), so every run has one
-and the card's goodput is measured. The search is adaptive with a bounded request budget: from
-the baseline's own pace (one request in flight) the rate doubles until a probe misses the target
-share, then bisects (geometrically) between the last rate that met it and the first that did
-not, until the two are within `resolution`; concurrency does the same on integers. Every probe is
+and the card's goodput is measured. The search is adaptive with a bounded request budget (split
+between the two searches): from half the highest request throughput the serving sweep measured
+(else the baseline's pace, one request in flight) the rate doubles while probes meet the target
+share, halves while they miss it, then bisects (geometrically) between the last rate that met it
+and the first that did not, until the two are within `resolution`; concurrency does the same on
+integers from 1. Every probe is
 a clean load point (points.Client.measure), its goodput and share recorded, its requests saved.
 
 A probe of n requests that "meets 99 %" with n < 100 means every request met the SLOs: the card
@@ -174,6 +176,7 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
         got = client.measure(spec, n, c.seed + 50_000 + 97 * len(probes), n_warm=0,
                              settle_max_s=min(c.settle_max_s, cap.settle_max_s))
         used["requests"] += n
+        spent[kind] = spent.get(kind, 0) + n
         m = got.run.metrics(slo.ms)
         share = (m["good_count"] or 0) / m["num_requests"]
         ok = share >= cap.target_share
@@ -193,11 +196,21 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
         run.add("capacity_slo", {**out, "probes": probes, "requests_used": used["requests"]})
         return ok
 
-    def can_probe(kind: str) -> Callable[[float], bool]:
-        return lambda x: used["requests"] + probe_size(kind, x) <= cap.request_budget
+    # each search gets its share of the budget: one that starts far from its answer must not
+    # leave the other without probes
+    share = cap.request_budget // max(len(cap.search), 1)
+    spent: dict[str, int] = {}
 
-    # the deployment's pace with one request in flight: a rate it should meet
-    start_rate = max(1000.0 / base["median_e2el_ms"], 0.1) if base.get("median_e2el_ms") else 1.0
+    def can_probe(kind: str) -> Callable[[float], bool]:
+        return lambda x: spent.get(kind, 0) + probe_size(kind, x) <= share
+
+    # Start at half the highest request throughput the serving sweep measured (a rate the SLOs
+    # can hold at most), else at the deployment's pace with one request in flight.
+    measured = [p.get("request_throughput_req_per_s") or 0 for p in run.metrics.get("serving") or []]
+    if measured and max(measured) > 0:
+        start_rate = max(measured) / 2
+    else:
+        start_rate = max(1000.0 / base["median_e2el_ms"], 0.1) if base.get("median_e2el_ms") else 1.0
     if "rate" in cap.search:
         start = min(start_rate, cap.max_rate)
         res = search(lambda x: probe("rate", x), start, cap.resolution, can_probe("rate"), lowest=start / 4)
