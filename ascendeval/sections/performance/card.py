@@ -204,11 +204,12 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
             figures.append(figure("goodput_req_per_s", sm.goodput_req_per_s, slo_cond, lang, shown=shown))
     cap = m.capacity_slo
     if cap is not None:
-        cap_cond = card_serving.capacity_sentence(cap.model_dump(), lang)
+        cap_cond = L(lang, "capacity_cond", share=f"{cap.target_share:.0%}", slo=card_serving.slo_text(cap.slo))
         for kind, key in (("rate", "capacity_rate_req_per_s"), ("concurrency", "capacity_concurrency")):
             res = getattr(cap, kind)
             if res is not None:
-                figures.append(figure(key, res.highest_passing, cap_cond, lang))
+                shown = None if res.highest_passing is not None else L(lang, "capacity_unmet", why=res.stop_reason)
+                figures.append(figure(key, res.highest_passing, cap_cond, lang, shown=shown))
         sentence = L(lang, "s_perf", tok=fmt(sm.output_tok_per_s, "output_tok_per_s", lang),
                      ttft=fmt(sm.median_ttft_ms, "median_ttft_ms", lang) + " ms",
                      tpot=fmt(sm.median_tpot_ms, "median_tpot_ms", lang) + " ms", cond=cond)
