@@ -208,7 +208,7 @@ def summary(m: PerformanceMetrics, params: dict[str, Any], lang: str) -> Summary
         for kind, key in (("rate", "capacity_rate_req_per_s"), ("concurrency", "capacity_concurrency")):
             res = getattr(cap, kind)
             if res is not None:
-                shown = None if res.highest_passing is not None else L(lang, "capacity_unmet", why=res.stop_reason)
+                shown = None if res.highest_passing is not None else L(lang, "capacity_unmet", why=fmt(res.stop_reason, "stop_reason", lang))
                 figures.append(figure(key, res.highest_passing, cap_cond, lang, shown=shown))
         sentence = L(lang, "s_perf", tok=fmt(sm.output_tok_per_s, "output_tok_per_s", lang),
                      ttft=fmt(sm.median_ttft_ms, "median_ttft_ms", lang) + " ms",

@@ -145,7 +145,7 @@ def capacity_sentence(cap: dict[str, Any], lang: str) -> str:
                            low=f"{worst:.3g} {unit}" if worst is not None else "?"))
         elif worst is None:
             parts.append(L(lang, "capacity_at_least", kind=L(lang, f"capacity_{kind}"), best=f"{best:.3g} {unit}",
-                           why=res.get("stop_reason", "")))
+                           why=fmt(res.get("stop_reason"), "stop_reason", lang)))
         else:
             parts.append(L(lang, "capacity_between", kind=L(lang, f"capacity_{kind}"), best=f"{best:.3g} {unit}",
                            worst=f"{worst:.3g} {unit}"))
