@@ -67,6 +67,8 @@ WORDS: dict[str, dict[str, str]] = {
     "tl_decode": {"en": "decode", "zh": "解码"},
     "tl_request_axis": {"en": "requests (by send time)", "zh": "请求（按发送时间）"},
     "tl_in_flight": {"en": "requests in flight", "zh": "进行中的请求"},
+    "tl_bottom_title": {"en": "Requests in flight", "zh": "进行中的请求"},
+    "tl_cpu_title": {"en": "The server process's CPU use (telemetry)", "zh": "服务进程 CPU 占用 (遥测)"},
     "tl_in_flight_axis": {"en": "in flight (requests)", "zh": "进行中 (请求)"},
     "tl_time_axis": {"en": "time since the first request (s)", "zh": "自第一个请求起的时间 (s)"},
     "tl_server_cpu": {"en": "server CPU", "zh": "服务进程 CPU"},

@@ -385,6 +385,8 @@ NOT_IN_RECORDS = {
     "tol",
     # the performance verdict's capacity figures (card.summary), labels for a record's capacity answer
     "capacity_rate_req_per_s", "capacity_concurrency",
+    # telemetry samples' device fields (telemetry.Sampler): read on NPU / CUDA hosts only
+    "device_t_s", "device_read_s", "device_chips", "mem_used_bytes", "util_percent",
 }
 
 

@@ -261,9 +261,9 @@ def test_serving_plots(run_dir, lang, figures):
     rows = records.load_rows(run_dir, "performance", "requests")
     paths = serving.serving_plots(run, points, rows)
     assert [Path(p).name for p in paths] == ["perf_latency_vs_rate.png", "perf_throughput_vs_concurrency.png",
-                                             "perf_latency_cdf.png"]
+                                             "perf_latency_cdf.png", "perf_request_timeline.png", "perf_pareto.png"]
     assert all(str(Path(p).relative_to(run_dir)) in run.artifacts for p in paths)
-    rate, conc, cdf = figures
+    rate, conc, cdf, timeline_fig, pareto_fig = figures
     for fig in figures:
         check_figure(fig, lang)
 
@@ -298,6 +298,17 @@ def test_serving_plots(run_dir, lang, figures):
                            ["concurrency 1", "concurrency 4", "concurrency 16"]]
     else:
         assert legends == [["速率 4 req/s", "速率 16 req/s", "速率 ∞（全部同时发送）"], ["并发 1", "并发 4", "并发 16"]]
+    # the timeline: one bar pair per timed request of the main point's first repeat
+    from ascendeval.sections.performance import timeline
+
+    top, bottom = timeline_fig.axes[:2]
+    n_main = len(timeline.main_run_rows(rows))
+    assert len(top.patches) == 2 * n_main and max(bottom.get_lines()[0].get_ydata()) <= n_main
+    # the Pareto front: one marker per concurrency point, the front through the undominated ones
+    (ax,) = pareto_fig.axes
+    pts = timeline.pareto_points(points, 1)
+    assert len(ax.get_lines()[1].get_xdata()) == len(pts) == 3
+    assert len(ax.get_lines()[0].get_xdata()) == sum(p["on_front"] for p in pts) >= 1
     # each line is the distribution of its own point's timed requests
     n_timed = sum(1 for r in rows if r["sweep"] == "rate" and r["load"] == "rate=4" and r["success"] and not r["warmup"])
     first = cdf.subfigs[0].axes[0].get_lines()[0]

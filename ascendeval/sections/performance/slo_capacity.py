@@ -137,9 +137,10 @@ def capacity(run: SectionRun, p: Any, guard: OutputGuard | None = None) -> "Capa
     (performance.capacity_requests.jsonl)."""
     c = p.conf.serving
     cap = c.capacity
-    if not (c.enabled and cap.enabled):
-        raise SectionSkipped("serving.capacity.enabled is false" if c.enabled else "serving.enabled is false",
-                             zh="serving.capacity.enabled 为 false" if c.enabled else "serving.enabled 为 false")
+    if not c.enabled:
+        raise SectionSkipped("serving.enabled is false", zh="serving.enabled 为 false")
+    if not cap.enabled:
+        raise SectionSkipped("serving.capacity.enabled is false", zh="serving.capacity.enabled 为 false")
     if run.cfg.target.engine == "hf" and not (c.url or run.cfg.server.url):
         raise SectionSkipped("not applicable: the hf engine has no server",
                              zh="不适用：hf 引擎没有服务")

@@ -31,7 +31,7 @@ def in_flight(rows: list[dict[str, Any]], t0: float) -> tuple[np.ndarray, np.nda
 
 def timeline_plot(run: Any, rows: list[dict[str, Any]], samples: list[dict[str, Any]], path: Any) -> Any:
     """Requests as bars over time (TTFT: queue + prefill, as the client sees it; then decode),
-    and below, on the same time axis, requests in flight and the server's CPU use."""
+    and below, on the same time axis, requests in flight and (a third panel) the server's CPU use."""
     word = plotting.word
     main = sorted(main_run_rows(rows), key=lambda r: r["start_s"])[:MAX_TIMELINE_REQUESTS]
     if not main:
@@ -41,9 +41,12 @@ def timeline_plot(run: Any, rows: list[dict[str, Any]], samples: list[dict[str, 
     # the sampler also ran through the point's warm-up: only the timed span is drawn
     smp = [s for s in samples if s.get("sweep") == "main" and s.get("repeat", 0) == 0
            and s.get("server_cpu_percent") is not None and t0 <= s["t_s"] <= end + 0.5]
+    with_cpu = len(smp) >= 2  # a point shorter than the sampling interval has no CPU line to draw
     with plotting.style(plotting.language(run)) as (plt, lang):
-        fig = plt.figure(figsize=(plotting.WIDTH_IN, 2.0 + 0.06 * len(main) + 2.2), layout="constrained")
-        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[max(2.0, 0.06 * len(main)), 2.2])
+        heights = [max(2.0, 0.06 * len(main)), 2.0] + ([1.6] if with_cpu else [])
+        fig = plt.figure(figsize=(plotting.WIDTH_IN, 1.0 + sum(heights)), layout="constrained")
+        axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights)
+        top, bottom = axes[0], axes[1]
         ys = np.arange(len(main))
         starts = np.array([r["start_s"] - t0 for r in main])
         ttft = np.array([r["ttft_ms"] / 1e3 for r in main])
@@ -54,24 +57,26 @@ def timeline_plot(run: Any, rows: list[dict[str, Any]], samples: list[dict[str, 
         top.set_ylabel(word(lang, "tl_request_axis"))
         top.set_yticks([])
         top.set_title(word(lang, "tl_title"))
+        from matplotlib.ticker import MaxNLocator
+
         ts, counts = in_flight(main, t0)
         bottom.step(ts, counts, where="post", color=DECODE_COLOUR, label=word(lang, "tl_in_flight"))
         bottom.set_ylabel(word(lang, "tl_in_flight_axis"))
-        bottom.set_xlabel(word(lang, "tl_time_axis"))
+        bottom.set_title(word(lang, "tl_bottom_title"))
+        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
         handles, labels = top.get_legend_handles_labels()
         h2, l2 = bottom.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-        from matplotlib.ticker import MaxNLocator
-
-        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(smp) >= 2:  # a point shorter than the sampling interval has no CPU line to draw
-            cpu = bottom.twinx()
+        if with_cpu:
+            cpu = axes[2]
             cpu.plot([s["t_s"] - t0 for s in smp], [s["server_cpu_percent"] for s in smp], "-", color=CPU_COLOUR,
                      lw=1.2, label=word(lang, "tl_server_cpu"))
             cpu.set_ylabel(word(lang, "tl_cpu_axis"))
+            cpu.set_title(word(lang, "tl_cpu_title"))
             cpu.set_ylim(bottom=0)
             h3, l3 = cpu.get_legend_handles_labels()
             handles, labels = handles + h3, labels + l3
+        axes[-1].set_xlabel(word(lang, "tl_time_axis"))
         plotting.legend_below(fig, handles, labels)
         return plotting.save(fig, path)
 
