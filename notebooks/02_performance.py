@@ -50,7 +50,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 # %%
 import ascendeval
 from ascendeval import output_guard
-from ascendeval.sections.performance import charts, offline, roofline, serving, setup, slo_capacity
+from ascendeval.sections.performance import charts, client_check, offline, roofline, serving, setup, slo_capacity
 
 run = ascendeval.open_section("performance", params_file, run_dir)
 guard = output_guard.OutputGuard(run.cfg.output_guard)  # keeps a few outputs of every timed measurement
@@ -127,6 +127,18 @@ run.step("close_engine", setup.close_engine, pe)
 # %%
 roof = run.step("roofline", roofline.roofline, run, plan, split)
 run.show("roofline", roof)
+
+# %% [markdown]
+# ## The serving client's own error
+#
+# Before the load points, the client drives the in-package simulated server (TTFT 50 ms, 10 ms
+# per token; its writes stamped on this machine's clock) at the run's planned rates. Every request
+# is matched to the server's own record: the client's share of TTFT (send + receive) is measured
+# here, in this run, and printed beside the serving figures.
+
+# %%
+calibration = run.step("client_calibration", client_check.calibration, run, plan)
+run.show("client_calibration", calibration)
 
 # %% [markdown]
 # ## Serving benchmark and sweeps

@@ -161,9 +161,18 @@ def _check_serving_beyond_the_anchors(run_dir: Path, m: dict, steps: dict, rows:
     for key in ("median_ttft_ms", "mean_tpot_ms", "p99_itl_ms", "median_e2el_ms"):
         assert vllm[key] == pytest.approx(points[0][key], rel=1e-9), key
     assert len(m["serving_definitions"]["tools"]) >= 5 and m["serving_definitions"]["findings"]
+    # the client's own error, calibrated in this run at the planned rates, and its figures per point
+    assert steps["client_calibration"]["status"] == "ok", steps["client_calibration"]
+    cal = m["loadgen_calibration"]
+    planned = {str(p["request_rate_label"]) for p in points}
+    assert {c["request_rate_label"] for c in cal} == planned | {"inf"}
+    assert all(c["matched_count"] == c["completed_count"] == c["num_requests"] for c in cal)
+    assert all(c["client_overhead_median_ms"] >= 0 and c["client"]["transport"] == "fast" for c in cal)
+    assert all(isinstance(p["client"]["client_bound"], bool) and p["client"]["loop_lag_samples"] > 0 for p in points)
     from ascendeval import verify
 
-    # the capacity probes, goodput under the SLOs and the intervals recomputed from the raw rows
+    # the capacity probes, goodput under the SLOs, the intervals and the client's calibration
+    # recomputed from the raw rows
     assert [p for p in verify.verify_run(run_dir).problems if p.startswith("performance")] == []
 
 

@@ -78,6 +78,7 @@ def render(b: CardBuilder) -> None:
                                        "median_e2el_ms", "p99_e2el_ms", "goodput_req_per_s"], kinds=["requests"])
         card_serving.slo_note(b, m)
         card_serving.clean_note(b, m.get("serving") or [sm])
+        card_serving.client_note(b, m)
         _repeats_table(b, typed.serving_main)
     pts = m.get("serving")
     if isinstance(pts, list) and len(pts) > 1:

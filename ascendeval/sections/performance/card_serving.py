@@ -56,6 +56,40 @@ def clean_note(b: CardBuilder, points: list[dict[str, Any]]) -> None:
     b.add(cache + lengths)
 
 
+def client_note(b: CardBuilder, m: dict[str, Any]) -> None:
+    """The client's own share of TTFT, calibrated in this run (client_check.py), and the points
+    where the client itself was the bottleneck (each point's `client`, loadgen.client_stats)."""
+    lang = b.lang
+    cal = [r for r in m.get("loadgen_calibration") or [] if r.get("client_overhead_median_ms") is not None]
+    if cal:
+        items = [L(lang, "client_cal_item", rate=_rate_text(r.get("request_rate_label"), lang),
+                   med=fmt(r["client_overhead_median_ms"], "client_overhead_median_ms", lang),
+                   p99=fmt(r.get("client_overhead_p99_ms"), "client_overhead_p99_ms", lang))
+                 + (L(lang, "client_cal_bound") if (r.get("client") or {}).get("client_bound") else "")
+                 for r in cal]
+        b.add(L(lang, "client_calibrated", transport=cal[0]["client"]["transport"],
+                ttft=fmt(cal[0].get("sim_ttft_ms"), "sim_ttft_ms", lang),
+                tpot=fmt(cal[0].get("sim_tpot_ms"), "sim_tpot_ms", lang), items=L(lang, "list_sep").join(items)),
+              b.source("performance", ["client_calibration"]))
+    pts = [p for p in m.get("serving") or [] if isinstance(p.get("client"), dict)]
+    if not pts:
+        return
+    bound = [p for p in pts if p["client"].get("client_bound")]
+    if bound:
+        key = "client_bound_reason_zh" if lang == "zh" else "client_bound_reason"
+        items = [f"{_point_label(p, lang)}: {md_escape(p['client'].get(key) or '', 1000)}" for p in bound]
+        b.add(L(lang, "client_bound_points", n=len(bound), total=len(pts), points=L(lang, "list_sep").join(items)))
+    else:
+        lag = max((p["client"].get("loop_lag_p99_ms") or 0.0) for p in pts)
+        late = max((p["client"].get("send_lateness_p99_ms") or 0.0) for p in pts)
+        b.add(L(lang, "client_never_bound", total=len(pts), lag=fmt(lag, "loop_lag_p99_ms", lang),
+                late=fmt(late, "send_lateness_p99_ms", lang)))
+
+
+def _rate_text(label: Any, lang: str) -> str:
+    return L(lang, "rate_inf_short") if label == "inf" else f"{label} req/s"
+
+
 def ci_cell(point: dict[str, Any], key: str, lang: str) -> str:
     """'lo – hi' of a point's 95 % interval for `key`; blank where none was computed."""
     iv = ((point.get("ci") or {}).get("intervals") or {}).get(key)
@@ -127,6 +161,10 @@ def capacity_part(b: CardBuilder, m: dict[str, Any]) -> None:
           L(lang, "capacity_budget", used=cap.get("requests_used"), budget=cap.get("request_budget"),
             n=cap.get("probe_requests"), wall=fmt(cap.get("wall_s"), "wall_s", lang)),
           b.source("performance", ["capacity_requests"]))
+    bound = [pr for pr in cap.get("probes") or [] if pr.get("client_bound")]
+    if bound:
+        b.add(L(lang, "capacity_client_bound", n=len(bound),
+                probes=", ".join(f"{fmt(pr.get('search'), 'search', lang)} {pr.get('x'):.3g}" for pr in bound)))
 
 
 def capacity_sentence(cap: dict[str, Any], lang: str) -> str:

@@ -86,6 +86,20 @@ class PerfCapacityConfig(Strict):
     settle_max_s: float = Field(2.0, ge=0, description="quiet-host wait before each probe (at most)")
 
 
+class PerfLoadgenConfig(Strict):
+    """The serving client itself (loadgen.py): which transport sends the requests, and the run-time
+    check of its own error against the in-package simulated server at the planned rates."""
+
+    transport: Literal["fast", "aiohttp"] = Field("fast", description="fast: the package's HTTP/1.1 client "
+                                                  "(chunks timed in the socket callback); aiohttp: aiohttp's "
+                                                  "client, as vLLM's benchmark uses")
+    calibrate: bool = Field(True, description="before the serving points, measure the client's own share of "
+                            "TTFT against the simulated server at the planned rates")
+    calibration_seconds_per_rate: float = Field(1.0, gt=0, description="requests per calibration rate: at most "
+                                                "rate x this (at least calibration_min_requests)")
+    calibration_min_requests: int = Field(8, gt=0, description="requests per calibration rate, at least")
+
+
 class PerfServingConfig(Strict):
     """Serving benchmark with the streaming client (vLLM's metric definitions)."""
 
@@ -118,6 +132,7 @@ class PerfServingConfig(Strict):
                                                "device power / memory / utilisation) this often during each "
                                                "point; null: off")
     capacity: PerfCapacityConfig = Field(default_factory=PerfCapacityConfig)
+    loadgen: PerfLoadgenConfig = Field(default_factory=PerfLoadgenConfig)
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput SLO on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput SLO on TPOT")
     slo_e2el_ms: float | None = Field(None, gt=0, description="goodput SLO on end-to-end latency")

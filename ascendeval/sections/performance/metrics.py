@@ -292,6 +292,7 @@ class CapacityProbe(MetricsModel):
     p99_e2el_ms: float | None
     duration_s: float
     prefix_cache_reset: bool | None
+    client_bound: bool | None = None  # the client itself was the bottleneck (loadgen.client_stats)
 
 
 class CapacityAnswer(MetricsModel):
@@ -301,6 +302,70 @@ class CapacityAnswer(MetricsModel):
     lowest_failing: float | None  # None: no probe missed the target (the budget ran out first)
     stop_reason: str
     start: float
+
+
+class ClientFigures(MetricsModel):
+    """The load client's own figures for one load point (loadgen.client_stats): how late its event
+    loop woke and its requests left, and whether it was the point's bottleneck."""
+
+    transport: Literal["fast", "aiohttp"]
+    send_timer: Literal["timerfd", "asyncio"]
+    loop_lag_samples: int
+    loop_lag_p50_ms: float | None
+    loop_lag_p99_ms: float | None
+    loop_lag_max_ms: float | None
+    send_lateness_p50_ms: float | None
+    send_lateness_p99_ms: float | None
+    send_lateness_max_ms: float | None
+    send_backlog_max: int
+    loop_lag_limit_ms: float
+    send_lateness_limit_ms: float
+    loop_busy_share: float | None  # the loop thread's CPU time / wall time
+    involuntary_switches: int | None
+    client_bound: bool
+    client_bound_reason: str | None
+    client_bound_reason_zh: str | None
+
+
+class LoadgenCalibration(MetricsModel):
+    """The client against the simulated server at one planned rate (loadgen.calibrate,
+    client_check.calibration): its own share of TTFT, per request matched to the server's record."""
+
+    request_rate_req_per_s: float | None  # None: rate inf
+    request_rate_label: str
+    num_requests: int
+    input_len: int
+    output_len: int
+    completed_count: int
+    failed_count: int
+    duration_s: float
+    matched_count: int
+    client_overhead_median_ms: float | None
+    client_overhead_p90_ms: float | None
+    client_overhead_p99_ms: float | None
+    client_overhead_max_ms: float | None
+    client_send_median_ms: float | None
+    client_send_p90_ms: float | None
+    client_send_p99_ms: float | None
+    client_receive_median_ms: float | None
+    client_receive_p90_ms: float | None
+    client_receive_p99_ms: float | None
+    median_ttft_ms: float | None
+    server_median_ttft_ms: float | None
+    median_tpot_ms: float | None
+    server_median_tpot_ms: float | None
+    ttft_error_ms: float | None
+    ttft_error_pct: float | None
+    tpot_error_ms: float | None
+    tpot_error_pct: float | None
+    ttft_vs_nominal_ms: float | None
+    ttft_vs_nominal_pct: float | None
+    tpot_vs_nominal_ms: float | None
+    tpot_vs_nominal_pct: float | None
+    client: ClientFigures
+    seconds: float
+    sim_ttft_ms: float
+    sim_tpot_ms: float
 
 
 class CapacitySlo(MetricsModel):
@@ -456,6 +521,7 @@ class ServingPoint(MetricsModel):
     input_tokens_actual_max: int | None = None
     ci: ServingIntervals | None = None
     telemetry: Telemetry | None = None
+    client: ClientFigures | None = None  # None in older records
 
 
 class ServingSweepPoint(ServingPoint):
@@ -485,5 +551,6 @@ class PerformanceMetrics(SectionMetrics):
     serving_slo: ServingSlo | None = None
     serving_definitions: ServingDefinitions | None = None
     capacity_slo: CapacitySlo | None = None
+    loadgen_calibration: list[LoadgenCalibration] | None = None
     # the output guard (output_guard.py): per figure, whether the outputs it timed were sane
     output_guard: dict[str, GuardResult] | None = None

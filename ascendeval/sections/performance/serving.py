@@ -69,7 +69,7 @@ def make_client(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard | No
     # (return_token_ids; a vLLM too old for it ignores the field) for the output guard; others
     # are re-tokenized from the streamed text
     ep = loadgen.Endpoint(base_url, name, api=c.api, api_key=run.cfg.server.api_key, timeout_s=c.timeout_s,
-                          ignore_eos=c.ignore_eos,
+                          ignore_eos=c.ignore_eos, transport=c.loadgen.transport,
                           request_token_ids=guard is not None and run.cfg.server.kind == "vllm" and not c.url)
     from transformers import AutoTokenizer
 
@@ -157,7 +157,8 @@ def _pooled_point(runs: list[loadgen.LoadRun], repeats: list[dict[str, Any]], sw
                   slo: Slo | None) -> dict[str, Any]:
     """A point's figures over all its repeats' requests (durations summed), with each repeat's own
     figures kept beside them, and how the point was kept clean."""
-    m = loadgen.LoadRun.pooled(runs).metrics(slo.ms if slo else None)
+    pooled = loadgen.LoadRun.pooled(runs)
+    m = pooled.metrics(slo.ms if slo else None)
     waits = [r["settle_wait_s"] for r in repeats if r["settle_wait_s"] is not None]
     busy = [r["host_cpu_busy_before"] for r in repeats if r["host_cpu_busy_before"] is not None]
     m["settle_wait_s"] = sum(waits) if waits else None
@@ -173,6 +174,7 @@ def _pooled_point(runs: list[loadgen.LoadRun], repeats: list[dict[str, Any]], sw
     m["input_tokens_actual_min"] = min(lows) if lows else None
     m["input_tokens_actual_max"] = max(highs) if highs else None
     m["telemetry"] = points_mod.merge_telemetry([r.get("telemetry") for r in repeats])
+    m["client"] = pooled.client or None  # the client's own figures, the worst repeat's (loadgen.client_stats)
     m["sweep"] = sweep
     m["repeat_figures"] = list(repeats)
     return m

@@ -40,6 +40,8 @@ def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
                 res.same(f"performance.e2e_latency[{point['output_len']}].output_tok_per_s",
                          point.get("output_tok_per_s"), point["output_len"] / float(np.mean(times)))
     _serving(res, m, run_dir)
+    _client(res, m.get("serving") or [], m.get("loadgen_calibration"),
+            sidecar_rows(run_dir, "performance", "client_calibration", res) if m.get("loadgen_calibration") else [])
     guard_rule(res, "performance", m.get("output_guard"))
 
 
@@ -105,6 +107,38 @@ def _serving(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
     _agreement(res, m.get("serving_agreement"), points)
     _indistinguishable(res, m.get("serving_indistinguishable"), points)
     _capacity(res, m.get("capacity_slo"), sidecar_rows(run_dir, "performance", "capacity_requests", res))
+
+
+# a client's share of TTFT below this is not a clock read's noise: the client saw a token before
+# the server wrote it, or the server a request before it was sent (one monotonic clock)
+CAUSALITY_SLACK_MS = 0.05
+
+
+def _client(res: VerifyResult, points: list[dict[str, Any]], calibration: Any, rows: list[dict[str, Any]]) -> None:
+    """Each point's `client_bound` from its own figures and limits; each calibration rate's counts
+    and medians from its matched requests' rows, none of them faster than causality allows."""
+    for pt in points:
+        c = pt.get("client")
+        if not isinstance(c, dict):
+            continue
+        lag, late = c.get("loop_lag_p99_ms"), c.get("send_lateness_p99_ms")
+        bound = (is_num(lag) and lag > c.get("loop_lag_limit_ms", float("inf"))) or \
+            (is_num(late) and late > c.get("send_lateness_limit_ms", float("inf")))
+        res.same(f"performance.serving[{pt.get('sweep')} {_label(pt)}].client.client_bound", c.get("client_bound"), bool(bound))
+    by_rate: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_rate[r.get("request_rate_label")].append(r)
+    for cal in calibration or []:
+        label = cal.get("request_rate_label")
+        where = f"performance.loadgen_calibration[{label}]"
+        own = [r["client_overhead_ms"] for r in by_rate.get(label, []) if is_num(r.get("client_overhead_ms"))]
+        res.same(f"{where}.matched_count", cal.get("matched_count"), len(own))
+        if own:
+            res.same(f"{where}.client_overhead_median_ms", cal.get("client_overhead_median_ms"), float(np.median(own)))
+            res.checks += 1
+            if min(own) < -CAUSALITY_SLACK_MS:
+                res.problem(where, f"a request's client share of TTFT is {min(own):.3f} ms: the client saw the first "
+                                   "token before the server wrote it (clocks or matching are wrong)")
 
 
 def _good(rows: list[dict[str, Any]], slo: dict[str, Any]) -> int:
