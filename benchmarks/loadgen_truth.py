@@ -73,9 +73,11 @@ def worker_ascendeval(a: argparse.Namespace, transport: str) -> dict[str, Any]:
 def worker_vllm(a: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
     import numpy as np
-    from vllm.benchmarks.datasets import SampleRequest
-    from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
-    from vllm.benchmarks.serve import get_request
+    from ascendeval.engines import vllm_compat
+
+    bench = vllm_compat.bench_api(vllm_compat.BENCH_CLIENT_HELPERS)  # the one place that imports vLLM
+    SampleRequest, RequestFuncInput = bench.SampleRequest, bench.RequestFuncInput
+    async_request_openai_completions, get_request = bench.async_request_openai_completions, bench.get_request
 
     api_url = f"{a.url}/v1/completions"
     prompts = prompts_for(a.num_prompts, a.input_len)

@@ -272,11 +272,23 @@ BENCH_HELPERS = {
 }
 
 
-def bench_api() -> SimpleNamespace:
-    """The helpers of `vllm bench serve` the comparison scripts use, found where this vLLM keeps
-    them; ImportError naming the helper and the places looked when one is missing."""
+# the pieces of `vllm bench serve`'s own client that benchmarks/loadgen_truth.py drives against
+# the truth server (its request function, arrival schedule and request type)
+BENCH_CLIENT_HELPERS = {
+    "SampleRequest": ("vllm.benchmarks.datasets", "vllm.benchmarks.datasets.datasets"),
+    "RequestFuncInput": BENCH_HELPERS["RequestFuncInput"],
+    "async_request_openai_completions": ("vllm.benchmarks.lib.endpoint_request_func",
+                                         "vllm.benchmarks.backend_request_func"),
+    "get_request": ("vllm.benchmarks.serve",),
+}
+
+
+def bench_api(helpers: dict[str, tuple[str, ...]] | None = None) -> SimpleNamespace:
+    """The helpers of `vllm bench serve` the comparison scripts use (`helpers`, default
+    BENCH_HELPERS), found where this vLLM keeps them; ImportError naming the helper and the places
+    looked when one is missing."""
     found: dict[str, Any] = {}
-    for name, modules in BENCH_HELPERS.items():
+    for name, modules in (BENCH_HELPERS if helpers is None else helpers).items():
         for mod_name in modules:
             try:
                 found[name] = getattr(importlib.import_module(mod_name), name)
