@@ -30,6 +30,8 @@
 #   extraction; the method is part of every key), HumanEval and MBPP (pass@1, generated code run
 #   in a sandbox), C-Eval / CMMLU from a local path. Accuracy comes with its standard error: with a
 #   few items the interval is wide, and two runs differ by less than it says nothing.
+# * **lm-evaluation-harness** — lm-eval's own tasks (GSM8K by default) on local data, the scores
+#   comparable with vLLM-Ascend's accuracy configs, and judged against one when params name it.
 # * **Baselines** — each score against the baseline in params, with its source (a run of this
 #   tool, or an external citation labelled as such) and the tolerance; pass/fail with the difference.
 # * **Batch invariance** — greedy outputs at batch 1 vs the engine's normal batch, items listed
@@ -45,6 +47,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 # %%
 import ascendeval
 from ascendeval import benchmarks_data, sandbox
+from ascendeval.sections.quality import lm_eval as quality_lm_eval
 from ascendeval.sections.quality import steps as quality
 
 run = ascendeval.open_section("quality", params_file, run_dir)
@@ -91,6 +94,23 @@ run.show("suites", quality.suite_table(suite))
 # %%
 bench = run.step("benchmarks", quality.run_benchmarks, run, target)
 run.show("benchmarks", quality.benchmark_table(bench))
+
+# %% [markdown]
+# ## lm-evaluation-harness
+#
+# The same target through lm-evaluation-harness, the harness vLLM-Ascend's accuracy CI runs: its
+# task, prompt template, few-shot sampling, filters and metric, so the score is comparable with a
+# published lm-eval number measured with the same settings. The data comes from local files (the
+# task's own YAML with its dataset source replaced; `data_source`, and the files' sha256 in the
+# record); where the task's few-shot split is not available offline the record says where the
+# shots came from. With `lm_eval.accuracy_config` (a vLLM-Ascend accuracy config) every metric is
+# compared as that CI does: `numpy.isclose(expected, round(measured, 4), rtol=0.05)`.
+# Logged samples: `records/quality.lm_eval_samples.jsonl`.
+
+# %%
+lm = run.step("lm_eval", quality_lm_eval.run_lm_eval, run, target)
+run.show("lm_eval", quality_lm_eval.table(lm))
+run.show("lm_eval", quality_lm_eval.comparison_table(lm))
 
 # %% [markdown]
 # ## Baseline verdicts

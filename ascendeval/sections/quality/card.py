@@ -38,6 +38,8 @@ def render(b: CardBuilder) -> None:
         b.add(md_table([L(lang, "metric"), L(lang, "method"), L(lang, "accuracy"), L(lang, "items"), L(lang, "status"),
                         L(lang, "note")], rows),
               b.source("quality", ["items"]))
+    if isinstance(m.get("lm_eval"), dict):
+        _lm_eval(b, m["lm_eval"], m.get("lm_eval_comparison"))
     bl = m.get("baselines")
     if isinstance(bl, list) and bl:
         b.add(f"### {L(lang, 'qual_baselines')}")
@@ -49,6 +51,42 @@ def render(b: CardBuilder) -> None:
                          + (f" ({r['reason']})" if r.get("reason") else "")) for r in bl]), b.source("quality"))
     plots_of(b, "quality")
 
+
+
+def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) -> None:
+    """lm-eval's scores beside the built-in scorers: task, `<metric>,<filter>`, value ± stderr,
+    samples and shots; then each metric of a vLLM-Ascend accuracy config against them."""
+    lang = b.lang
+    h = lm.get("harness") or {}
+    st = h.get("settings") or {}
+    tasks = {t.get("task"): t for t in lm.get("tasks") or []}
+    settings = ", ".join(f"{k} {st.get(k)}" for k in ("num_fewshot", "limit", "apply_chat_template",
+                                                      "fewshot_as_multiturn") if k in st)
+    sources = sorted({t.get("data_source") for t in tasks.values() if t.get("data_source")})
+    b.add(f"### {L(lang, 'qual_lm_eval')}")
+    b.add(L(lang, "qual_lm_eval_intro", version=h.get("lm_eval_version"), model=h.get("model"), settings=settings,
+            sources="; ".join(sources) or "—"))
+    rows = []
+    for r in lm.get("results") or []:
+        t = tasks.get(r.get("task"), {})
+        value = fmt(r.get("value"), "accuracy")
+        if r.get("stderr") is not None:
+            value += f" ± {fmt(r['stderr'], 'accuracy')}"
+        rows.append((r.get("task"), f"`{r.get('key')}`", value, fmt(r.get("num_scored")), fmt(t.get("num_fewshot")),
+                     t.get("fewshot_source") or ""))
+    b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "value"), L(lang, "items"), "n-shot",
+                    metric_label("fewshot_source", lang)], rows), b.source("quality", ["lm_eval_samples"]))
+    if isinstance(comp, dict):
+        b.add(L(lang, "qual_lm_eval_vs", config=comp.get("config"), model=comp.get("model_name"), rtol=comp.get("rtol")))
+        if comp.get("overridden_settings"):
+            b.add(L(lang, "qual_lm_eval_overridden", names=", ".join(comp["overridden_settings"])))
+        b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "measured"), metric_label("expected_value", lang),
+                        L(lang, "verdict")],
+                       [(r.get("task"), f"`{r.get('metric')}`", fmt(r.get("measured"), "accuracy"),
+                         fmt(r.get("expected_value"), "accuracy"),
+                         verdict_label({True: "pass", False: "fail"}.get(r.get("passed"), "none"), lang)
+                         + (f" ({r['reason']})" if r.get("reason") else "")) for r in comp.get("rows") or []]),
+              b.source("quality"))
 
 
 def _suites(b: CardBuilder, m: dict[str, Any]) -> None:

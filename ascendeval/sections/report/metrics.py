@@ -21,7 +21,17 @@ class Verify(MetricsModel):
     problems: list[str]  # the first 50
 
 
+class UpstreamKit(MetricsModel):
+    """`report.upstream_kit.write`: the vLLM-Ascend pull-request files written from the run."""
+
+    root: str  # under the run directory: upstream/vllm-ascend
+    files: list[str]  # paths as in a vLLM-Ascend checkout
+    config_written: bool  # False: lm-eval did not run, no accuracy config or report written
+    ascend: bool  # measured on an Ascend NPU (otherwise every file says it was not)
+
+
 class ReportMetrics(SectionMetrics):
     model: ModelFacts | None = None
     model_facts_from: Literal["smoke", "report", "performance"] | None = None  # the record the facts came from
     verify: Verify | None = None
+    upstream_kit: UpstreamKit | None = None

@@ -46,6 +46,18 @@ def facts_table(facts: dict[str, Any] | None) -> Any:
     return pd.DataFrame([(k, v) for k, v in (facts or {}).items()], columns=["item", "value"]).set_index("item")
 
 
+def upstream_kit_step(run: Any, data: RunData) -> dict[str, Any]:
+    """Report step: the files a vLLM-Ascend model-support pull request adds (accuracy config,
+    accuracy.txt line, accuracy report, tutorial draft), from this run's records."""
+    from ...report import upstream_kit
+
+    kit = upstream_kit.write(load_run(data.run_dir))
+    for rel in kit["files"]:
+        run.artifact(data.run_dir / kit["root"] / rel)
+    run.add("upstream_kit", kit)
+    return kit
+
+
 def card_step(run: Any, data: RunData) -> Card:
     """Report step: write README.md + README.html for this run (language from params)."""
     lang = run.conf.language
