@@ -198,8 +198,11 @@ def test_accuracy_config_settings_and_params_overrides(tmp_path):
 
 
 def _golden_copy(tmp_path: Path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(GOLDEN, run)
+    """The golden run under its own run id (verify checks the records name their run)."""
+    from ascendeval import records
+
+    run = tmp_path / "outputs" / "tiny-qwen2" / records.load(GOLDEN, "report")["run_id"]
+    shutil.copytree(GOLDEN, run, ignore=shutil.ignore_patterns("ABOUT.md"))
     return run
 
 
@@ -271,8 +274,11 @@ def test_kit_without_lm_eval_writes_no_config(tmp_path):
 def test_verify_recomputes_lm_eval_scores_from_the_samples(tmp_path):
     from ascendeval import verify
 
+    from ascendeval.report import load_run, write_card
+
     run = _golden_copy(tmp_path)
-    assert verify.verify_run(run).ok
+    write_card(load_run(run), "en")  # the card files the report record lists
+    assert verify.verify_run(run).problems == []
     path = run / "records" / "quality.lm_eval_samples.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     flip = next(r for r in rows if r["task"] == "gsm8k" and r["filter"] == "strict-match")

@@ -64,7 +64,7 @@ def test_lm_eval_on_the_offline_engine_against_an_accuracy_config(tmp_path, para
     res = verify.verify_run(run_dir)
     assert res.ok, res.summary()
     card = (run_dir / "report.md").read_text()
-    assert "lm-evaluation-harness" in card and "`exact_match,strict-match`" in card
+    assert "lm-evaluation-harness" in card and "| gsm8k | exact_match,strict-match |" in card
     assert "Against the vLLM-Ascend accuracy config" in card
     kit = run_dir / "upstream" / "vllm-ascend"
     written = yaml.safe_load((kit / "tests/e2e/models/configs/tiny-q.yaml").read_text())

@@ -60,8 +60,13 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
     h = lm.get("harness") or {}
     st = h.get("settings") or {}
     tasks = {t.get("task"): t for t in lm.get("tasks") or []}
-    settings = ", ".join(f"{k} {st.get(k)}" for k in ("num_fewshot", "limit", "apply_chat_template",
-                                                      "fewshot_as_multiturn") if k in st)
+    def shown(k: str, v: Any) -> str:
+        if v is None:
+            return L(lang, "lm_eval_task_default") if k == "num_fewshot" else L(lang, "lm_eval_all")
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    settings = ", ".join(f"{k} {shown(k, st.get(k))}" for k in ("num_fewshot", "limit", "apply_chat_template",
+                                                                "fewshot_as_multiturn") if k in st)
     sources = sorted({t.get("data_source") for t in tasks.values() if t.get("data_source")})
     b.add(f"### {L(lang, 'qual_lm_eval')}")
     b.add(L(lang, "qual_lm_eval_intro", version=h.get("lm_eval_version"), model=h.get("model"), settings=settings,
@@ -72,7 +77,7 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
         value = fmt(r.get("value"), "accuracy")
         if r.get("stderr") is not None:
             value += f" ± {fmt(r['stderr'], 'accuracy')}"
-        rows.append((r.get("task"), f"`{r.get('key')}`", value, fmt(r.get("num_scored")), fmt(t.get("num_fewshot")),
+        rows.append((r.get("task"), r.get("key"), value, fmt(r.get("num_scored")), fmt(t.get("num_fewshot")),
                      t.get("fewshot_source") or ""))
     b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "value"), L(lang, "items"), "n-shot",
                     metric_label("fewshot_source", lang)], rows), b.source("quality", ["lm_eval_samples"]))
@@ -82,7 +87,7 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
             b.add(L(lang, "qual_lm_eval_overridden", names=", ".join(comp["overridden_settings"])))
         b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "measured"), metric_label("expected_value", lang),
                         L(lang, "verdict")],
-                       [(r.get("task"), f"`{r.get('metric')}`", fmt(r.get("measured"), "accuracy"),
+                       [(r.get("task"), r.get("metric"), fmt(r.get("measured"), "accuracy"),
                          fmt(r.get("expected_value"), "accuracy"),
                          verdict_label({True: "pass", False: "fail"}.get(r.get("passed"), "none"), lang)
                          + (f" ({r['reason']})" if r.get("reason") else "")) for r in comp.get("rows") or []]),
@@ -147,6 +152,7 @@ def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
                                   L(lang, "cond_bench", method=method, n=score.num_items)))
             bench_bits.append(f"{metric_label(name, lang)} {shown} (n = {score.num_items})")
             break  # one method per benchmark on the page; the report lists all
+    figures += _lm_eval_figures(m, lang)
     bl = m.baselines or []
     if any(b.passed is False for b in bl):
         state, note = "fail", ", ".join(b.metric for b in bl if b.passed is False)
@@ -159,6 +165,24 @@ def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
     sentence = L(lang, "s_quality", target=fmt(suites.overall_pass_rate if suites else None, "overall_pass_rate", lang),
                  ref=fmt(ref_rate, "overall_pass_rate", lang), n=suites.num_items if suites else 0, bench=bench)
     return Summary(state, note, figures, sentence)
+
+
+def _lm_eval_figures(m: QualityMetrics, lang: str) -> list[Figure]:
+    """The first metric of each task the params named, as lm-eval reports it."""
+    lm = m.lm_eval
+    if lm is None:
+        return []
+    shots = {t.task: t.num_fewshot for t in lm.tasks}
+    out = []
+    for task in lm.harness.settings.get("tasks") or []:
+        r = next((r for r in lm.results if r.task == task and r.value is not None), None)
+        if r is None:
+            continue
+        shown = fmt(r.value, "accuracy", lang) + (f" ± {fmt(r.stderr, 'accuracy', lang)}" if r.stderr is not None else "")
+        out.append(Figure(f"{task} {r.key} (lm-eval)", shown,
+                          L(lang, "cond_lm_eval", version=lm.harness.lm_eval_version, shots=shots.get(task),
+                            n=r.num_scored)))
+    return out
 
 
 def _benchmarks(m: QualityMetrics) -> list[tuple[str, Any]]:
