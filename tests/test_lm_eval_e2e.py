@@ -24,7 +24,7 @@ QUALITY = {"suites": ["arithmetic"], "suite_max_items": 1, "reference": False, "
 
 
 def test_lm_eval_on_the_offline_engine_against_an_accuracy_config(tmp_path, params_factory):
-    acc = tmp_path / "tiny-q.yaml"
+    acc = tmp_path / "accuracy-tiny-q.yaml"  # not tiny-q.yaml: that is the params file
     # one metric the untrained model meets (0 of n correct), one it cannot (0.9): both judged
     acc.write_text(yaml.safe_dump({
         "model_name": "tiny-q", "model_type": "vllm", "hardware": "Atlas A2 Series",
@@ -106,4 +106,5 @@ def test_engine_backend_reproduces_lm_evals_local_completions(tmp_path, params_f
                 assert abs(float(la) - float(lb)) < 0.05 + 0.01 * abs(float(lb)), (key, a, b)
     for n in ("tiny-srv", "tiny-off"):
         assert verify.verify_run(out / n / "x").ok
-    assert not [p for p in os.popen("pgrep -f 'vllm.entrypoints.openai.api_server'").read().split() if p]
+    # no server outlives the runs ([v]: the pattern does not match pgrep's own shell)
+    assert os.popen("pgrep -f '[v]llm.entrypoints.openai.api_server'").read().split() == []

@@ -34,11 +34,14 @@ _HARDWARE = (("Ascend910B", "Atlas A2 Series"), ("Ascend910_93", "Atlas A3 Serie
 
 
 def model_file_name(data: RunData) -> str:
-    """`<Model>`: the last part of the model id, as upstream names its configs and pages."""
+    """`<Model>`: the last part of a hub id, as upstream names its configs and pages (Qwen/Qwen3-8B ->
+    Qwen3-8B); for a built-in model or a local folder, the params' model name."""
     params = data.params() or {}
-    mid = str(get(params, "model.id") or get(params, "model.name") or "model")
-    name = mid.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
-    return name or "model"
+    mid = str(get(params, "model.id") or "")
+    if "/" in mid and not mid.startswith(("/", ".", "~", "builtin:")) and not Path(mid).expanduser().exists():
+        return mid.rstrip("/").rsplit("/", 1)[-1]
+    name = get(params, "model.name") or mid.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
+    return str(name or "model")
 
 
 def _hardware(data: RunData) -> tuple[str, bool]:

@@ -87,6 +87,15 @@ class LmEvalConfig(Strict):
                           "settings are run and each metric compared within rtol; settings given here override it")
     rtol: float = Field(0.05, ge=0, description="relative tolerance of the comparison (vLLM-Ascend CI: 0.05)")
 
+    @model_validator(mode="after")
+    def _accuracy_config_readable(self) -> "LmEvalConfig":
+        # a missing or malformed config is a params error, refused before anything runs
+        if self.accuracy_config:
+            from ...vllm_ascend_kit import read_accuracy_config
+
+            read_accuracy_config(self.accuracy_config)
+        return self
+
 
 class QualityConfig(Strict):
     enabled: bool = True
