@@ -311,9 +311,11 @@ class SimServer:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
             transport.write(frame(b"data: " + json.dumps({"id": rid, "choices": [], "usage": usage}).encode() + b"\n\n"))  # type: ignore[union-attr]
         transport.write(frame(b"data: [DONE]\n\n"))  # type: ignore[union-attr]
-        await resp.write_eof()
+        # recorded before the last chunk goes out: a client that has read the whole answer finds
+        # its event (appended after write_eof, a reader could ask /sim/stats first)
         self.events.append({"id": rid, "received": received, "arrival": arrival, "writes": writes, "tokens": n,
                             "x_request_id": xid, "kv_transfer_params": kv_in})
+        await resp.write_eof()
         return resp
 
     async def _whole(self, body: dict[str, Any], chat: bool, n_req: int, arrival: float, received: float, n: int,
