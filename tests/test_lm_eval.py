@@ -286,3 +286,58 @@ def test_verify_recomputes_lm_eval_scores_from_the_samples(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = verify.verify_run(run).problems
     assert any("lm_eval.results[gsm8k/exact_match,strict-match].value" in p for p in problems), problems
+
+
+# --------------------------------------------------------------------------- the engine backend
+
+
+@pytest.fixture(scope="module")
+def hf_lm():
+    """EngineLM over the real hf engine (float32, CPU) on the untrained tiny model."""
+    from ascendeval import builtin_models, config, engines
+    from ascendeval.lm_eval_engine import EngineLM
+
+    path = builtin_models.ensure("tiny-qwen2-untrained")
+    cfg = config.parse({"model": {"id": "builtin:tiny-qwen2-untrained", "dtype": "float32"},
+                        "target": {"engine": "hf"}})
+    eng = engines.create(cfg, path)
+    yield EngineLM(eng, name="hf", max_length=64, max_gen_toks=8, batch_size=3)
+    eng.close()
+
+
+class _Req:  # what lm-eval hands a model: an Instance's args
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_engine_lm_loglikelihood_is_the_continuations_summed_logprob(hf_lm):
+    """Checked against a direct forward of the same weights: log-softmax of the logits at each
+    continuation position, summed; is_greedy when each continuation token is the argmax."""
+    import torch
+
+    model = hf_lm.engine.model
+    pairs = [("The capital of France is", " Paris"), ("Question: 2+2=\nAnswer:", " 4"),
+             ("A", " B C D"), ("x " * 80, " y")]  # the last is left-truncated to max_length
+    got = hf_lm.loglikelihood([_Req(c, t) for c, t in pairs], disable_tqdm=True)
+    for (ctx, cont), (lp, greedy) in zip(pairs, got):
+        c_ids, t_ids = hf_lm._encode_pair(ctx, cont)
+        seq = (c_ids + t_ids)[-(hf_lm.max_length + 1):]
+        with torch.no_grad():
+            logits = model(torch.tensor([seq])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        positions = range(len(seq) - len(t_ids), len(seq))
+        want = sum(logp[j - 1, seq[j]].item() for j in positions)
+        want_greedy = all(int(logp[j - 1].argmax()) == seq[j] for j in positions)
+        assert lp == pytest.approx(want, abs=1e-3), (ctx[:20], cont)
+        assert greedy == want_greedy
+    # the same pairs one at a time: batching does not change a score
+    one = [hf_lm.loglikelihood([_Req(c, t)], disable_tqdm=True)[0][0] for c, t in pairs]
+    assert one == pytest.approx([lp for lp, _ in got], abs=1e-4)
+
+
+def test_engine_lm_generation_stops_where_lm_eval_asks(hf_lm):
+    free = hf_lm.generate_until([_Req("The capital of France is", {"until": [], "max_gen_toks": 8})])[0]
+    assert free and len(hf_lm.tok_encode(free)) <= 8
+    stop = free[3:6]
+    cut = hf_lm.generate_until([_Req("The capital of France is", {"until": [stop], "max_gen_toks": 8})])[0]
+    assert cut == free[: free.find(stop)] and stop not in cut
