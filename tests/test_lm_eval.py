@@ -273,7 +273,6 @@ def test_kit_without_lm_eval_writes_no_config(tmp_path):
 
 def test_verify_recomputes_lm_eval_scores_from_the_samples(tmp_path):
     from ascendeval import verify
-
     from ascendeval.report import load_run, write_card
 
     run = _golden_copy(tmp_path)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import (
+    run_cli,  # tests/ has no __init__.py: pytest puts tests/ on sys.path
+)
 
 from ascendeval import records, verify
-
-from conftest import run_cli  # tests/ has no __init__.py: pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("lm_eval", reason="the lm-eval extra (pip install -e '.[lm-eval]')")

@@ -14,7 +14,6 @@ metric is compared as vLLM-Ascend's CI does (`vllm_ascend_kit.compare`).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -24,8 +23,6 @@ from typing import Any
 
 from ... import vllm_ascend_kit as kit
 from ...errors import SectionSkipped
-
-log = logging.getLogger(__name__)
 
 SETTINGS = ("tasks", "num_fewshot", "limit", "apply_chat_template", "fewshot_as_multiturn", "batch_size")
 AUTO_BATCH = 64  # requests per engine call for batch_size "auto"
@@ -76,10 +73,14 @@ def _model(run: Any, target: Any, conf: Any, batch: int) -> tuple[Any, dict[str,
         return lm, {"model": f"ascendeval-engine ({target.name} offline)"}, contextlib.nullcontext()
     stack = contextlib.ExitStack()
     url = target.engine.base_url if target.name == "openai" else stack.enter_context(run.served("lm_eval"))
-    path = run._local_model_path()
-    if path is None and conf.api == "completions":
-        stack.close()
-        raise ValueError("lm-eval's local-completions needs the model's tokenizer files here (none found)")
+    try:
+        path = run.model().path
+    except Exception as exc:  # noqa: BLE001 - a model only the server holds: no tokenizer files here
+        path = None
+        if conf.api == "completions":
+            stack.close()
+            raise ValueError("lm-eval's local-completions needs the model's tokenizer files here "
+                             f"({type(exc).__name__}: {exc}); api: chat needs none") from None
     name = getattr(target.engine, "model", None) or run.cfg.server.served_model_name or run.cfg.model.short_name
     chat = conf.api == "chat"
     args = {"model": name, "base_url": f"{url}/v1/{'chat/completions' if chat else 'completions'}",
@@ -191,7 +192,7 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
                     "model": model if isinstance(model, str) else model_args["model"],
                     # as lm-eval's --model_args takes them
                     "model_args": ",".join(f"{k}={v}" for k, v in model_args.items()) if isinstance(model, str) else "",
-                    "settings": {**s, "batch_size": s["batch_size"]}, "overridden_settings": overridden,
+                    "settings": dict(s), "overridden_settings": overridden,
                     "accuracy_config": conf.accuracy_config, "fewshot_seed": conf.fewshot_seed,
                     "engine_calls": getattr(model, "forwards", None), "prepare_s": round(prepare_s, 3),
                     "eval_s": round(eval_s, 3), "results_file": str(results_file.relative_to(run.run_dir)),
