@@ -37,6 +37,7 @@ class LocalTask:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {path, rows, sha256}
     fewshot: str = ""  # how few-shot examples are chosen
     yaml_path: Path | None = None
+    output_type: str = "generate_until"  # lm-eval's request type (multiple_choice and loglikelihood score options)
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "family": self.family, "data_source": self.source,
@@ -198,7 +199,8 @@ def localise(tm: Any, task: str, out_dir: Path, *, num_fewshot: int | None, fews
     rows, source = _load_family(fam, subset, sorted(set(wanted.values())), data_paths.get(fam.name))
     if eval_split not in rows:
         raise bdata.DatasetUnavailable(f"task {task}: no {eval_split!r} split in {source}")
-    local = LocalTask(task=task, family=fam.name, source=source)
+    local = LocalTask(task=task, family=fam.name, source=source,
+                      output_type=str(cfg.get("output_type") or "generate_until"))
     files: dict[str, list[dict]] = {eval_split: rows[eval_split]}
     overrides: dict[str, Any] = {k: None for k in split_keys}
     overrides["test_split" if wanted.get("test_split") else "validation_split"] = eval_split

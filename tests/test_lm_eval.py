@@ -340,3 +340,20 @@ def test_engine_lm_generation_stops_where_lm_eval_asks(hf_lm):
     stop = free[3:6]
     cut = hf_lm.generate_until([_Req("The capital of France is", {"until": [stop], "max_gen_toks": 8})])[0]
     assert cut == free[: free.find(stop)] and stop not in cut
+
+
+def test_chat_template_and_multiturn_shots_reach_the_engine(hf_lm, tmp_path):
+    """vLLM-Ascend's configs default to apply_chat_template and fewshot_as_multiturn: lm-eval
+    renders the shots as chat turns with the model's template, and the engine answers the
+    rendered prompt."""
+    from lm_eval import evaluator
+
+    tm, _ = lm_eval_tasks.prepare(["gsm8k"], tmp_path, num_fewshot=2, fewshot_pool=25, data_paths={})
+    res = evaluator.simple_evaluate(model=hf_lm, tasks=["gsm8k"], num_fewshot=2, limit=1, task_manager=tm,
+                                    apply_chat_template=True, fewshot_as_multiturn=True, log_samples=True)
+    [sample, _] = res["samples"]["gsm8k"]  # one doc, two filters
+    prompt = sample["arguments"][0][0]
+    tpl = hf_lm.tokenizer.chat_template
+    assert tpl and "<|im_start|>" in tpl and prompt.count("<|im_start|>user") == 3  # two shots + the question
+    assert prompt.rstrip().endswith("<|im_start|>assistant")
+    assert res["n-shot"]["gsm8k"] == 2 and res["config"]["model"] == "EngineLM"

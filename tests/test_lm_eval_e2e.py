@@ -78,6 +78,7 @@ def test_engine_backend_reproduces_lm_evals_local_completions(tmp_path, params_f
     offline engine backend. Generations are identical (greedy) and every per-choice
     log-likelihood agrees within bfloat16 noise."""
     out = tmp_path / "outputs"
+    servers_before = _servers()
     lm = {"tasks": ["arc_easy", "gsm8k"], "limit": 3, "num_fewshot": 0, "max_gen_toks": 16}
     served = params_factory("tiny-srv", target={"engine": "openai", "device": "cpu", "enforce_eager": True,
                                                 "kv_cache_memory_bytes": 1 << 30},
@@ -106,5 +107,21 @@ def test_engine_backend_reproduces_lm_evals_local_completions(tmp_path, params_f
                 assert abs(float(la) - float(lb)) < 0.05 + 0.01 * abs(float(lb)), (key, a, b)
     for n in ("tiny-srv", "tiny-off"):
         assert verify.verify_run(out / n / "x").ok
-    # no server outlives the runs ([v]: the pattern does not match pgrep's own shell)
-    assert os.popen("pgrep -f '[v]llm.entrypoints.openai.api_server'").read().split() == []
+    # lm-eval's local-chat-completions: the server applies the chat template, generation tasks only
+    chat = params_factory("tiny-chat", target={"engine": "openai", "device": "cpu", "enforce_eager": True,
+                                               "kv_cache_memory_bytes": 1 << 30},
+                          sections={"quality": {**QUALITY, "lm_eval": {
+                              "tasks": ["gsm8k"], "limit": 2, "num_fewshot": 1, "api": "chat",
+                              "apply_chat_template": True, "fewshot_as_multiturn": True, "max_gen_toks": 16}}})
+    proc = run_cli(["run", str(chat), "--sections", "quality", "--run-id", "x", "--no-progress"], out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    m = records.load(out / "tiny-chat" / "x", "quality")["metrics"]
+    assert m["lm_eval"]["harness"]["model"] == "local-chat-completions", m["steps"]["lm_eval"]
+    assert "/v1/chat/completions" in m["lm_eval"]["harness"]["model_args"]
+    assert {r["num_scored"] for r in m["lm_eval"]["results"]} == {2}
+    assert _servers() - servers_before == set()  # no server outlives the runs
+
+
+def _servers() -> set[int]:
+    """PIDs of vLLM API servers on this machine ([v]: the pattern does not match pgrep's own shell)."""
+    return {int(p) for p in os.popen("pgrep -f '[v]llm.entrypoints.openai.api_server'").read().split()}

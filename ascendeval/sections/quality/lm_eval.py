@@ -155,6 +155,10 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
     tm, local = lm_eval_tasks.prepare(s["tasks"], out_dir, num_fewshot=s["num_fewshot"],
                                       fewshot_pool=conf.fewshot_pool, data_paths=dict(conf.data_paths))
     prepare_s = time.perf_counter() - t0
+    scored = [t.task for t in local if t.output_type != "generate_until"]
+    if conf.api == "chat" and (conf.backend == "server" or target.name == "openai") and scored:
+        raise ValueError(f"lm_eval.api chat (local-chat-completions) returns no log-likelihoods, which "
+                         f"{', '.join(scored[:3])}{' ...' if len(scored) > 3 else ''} need: use api completions")
     model, model_args, closing = _model(run, target, conf, batch)
     limit = s["limit"]
     if limit is not None and float(limit).is_integer():
