@@ -357,3 +357,24 @@ def test_chat_template_and_multiturn_shots_reach_the_engine(hf_lm, tmp_path):
     assert tpl and "<|im_start|>" in tpl and prompt.count("<|im_start|>user") == 3  # two shots + the question
     assert prompt.rstrip().endswith("<|im_start|>assistant")
     assert res["n-shot"]["gsm8k"] == 2 and res["config"]["model"] == "EngineLM"
+
+
+def test_lm_evals_own_command_line_runs_the_written_tasks_offline(tmp_path):
+    """A peer check of the reproduce command: lm-eval's CLI (its dummy model: no engine), offline,
+    with --include_path on the written task files, runs the standard tasks from the local data."""
+    import os
+    import subprocess
+    import sys
+
+    lm_eval_tasks.prepare(["gsm8k", "arc_easy"], tmp_path, num_fewshot=None, fewshot_pool=25, data_paths={})
+    cli = Path(sys.executable).parent / "lm-eval"
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([str(cli), "run", "--model", "dummy", "--tasks", "gsm8k,arc_easy", "--include_path",
+                           str(tmp_path / "tasks"), "--limit", "2", "--output_path", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in proc.stdout.splitlines() if r.startswith("|")]
+    assert any("gsm8k" in r and "|  5|" in r for r in rows), proc.stdout  # gsm8k at its 5 shots
+    assert any("arc_easy" in r for r in rows)
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["n-samples"]["gsm8k"] == {"original": 1294, "effective": 2}

@@ -58,6 +58,18 @@ def test_lm_eval_on_the_offline_engine_against_an_accuracy_config(tmp_path, para
     assert comp[("gsm8k", "exact_match,strict-match")]["passed"] is True
     arc = comp[("arc_easy", "acc,none")]
     assert arc["passed"] is (abs(arc["measured"] - 0.9) <= 0.05 * abs(arc["measured"]))
+    # lm-eval's own command line reproduces it on the run's task files: its --include_path makes
+    # lm-eval's TaskManager (as the CLI builds it) read the local data under the standard names
+    import shlex
+
+    from lm_eval.tasks import TaskManager
+
+    cmd = shlex.split(h["cli_command"])
+    assert cmd[:5] == ["HF_DATASETS_OFFLINE=1", "lm-eval", "run", "--model", "vllm"]
+    assert cmd[cmd.index("--tasks") + 1] == "gsm8k,arc_easy" and cmd[cmd.index("--limit") + 1] == "3"
+    tm = TaskManager(include_path=cmd[cmd.index("--include_path") + 1])
+    assert tm.task_index["gsm8k"].cfg["dataset_path"] == "json"
+    assert str(run_dir) in tm.task_index["arc_easy"].cfg["dataset_kwargs"]["data_files"]["test"]
     samples = records.load_rows(run_dir, "quality", "lm_eval_samples")
     assert len([s for s in samples if s["task"] == "arc_easy"]) == 3
     assert all(s["prompt"].startswith("Question: ") for s in samples if s["task"] == "arc_easy")
@@ -90,6 +102,7 @@ def test_engine_backend_reproduces_lm_evals_local_completions(tmp_path, params_f
     recs = {n: records.load(out / n / "x", "quality")["metrics"] for n in ("tiny-srv", "tiny-off")}
     assert recs["tiny-srv"]["lm_eval"]["harness"]["model"] == "local-completions"
     assert "base_url=http://127.0.0.1:" in recs["tiny-srv"]["lm_eval"]["harness"]["model_args"]
+    assert "--model local-completions" in recs["tiny-srv"]["lm_eval"]["harness"]["cli_command"]
     assert recs["tiny-off"]["lm_eval"]["harness"]["model"] == "ascendeval-engine (vllm offline)"
     rows = {n: {(s["task"], s["doc_id"], s["filter"]): s for s in records.load_rows(out / n / "x", "quality",
                                                                                     "lm_eval_samples")}

@@ -81,6 +81,8 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
                      t.get("fewshot_source") or ""))
     b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "value"), L(lang, "items"), "n-shot",
                     metric_label("fewshot_source", lang)], rows), b.source("quality", ["lm_eval_samples"]))
+    if h.get("cli_command"):
+        b.add(L(lang, "qual_lm_eval_cli") + f"\n\n```bash\n{h['cli_command']}\n```")
     if isinstance(comp, dict):
         b.add(L(lang, "qual_lm_eval_vs", config=comp.get("config"), model=comp.get("model_name"), rtol=comp.get("rtol")))
         if comp.get("overridden_settings"):

@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as md
+from pathlib import Path
 from typing import Any
 
 from ... import vllm_ascend_kit as kit
@@ -90,6 +91,34 @@ def _model(run: Any, target: Any, conf: Any, batch: int) -> tuple[Any, dict[str,
         # token ids, left-truncated to max_length - max_gen_toks by lm-eval (text is sent unchecked)
         args.update(tokenizer=str(path), tokenizer_backend="huggingface", tokenized_requests=True)
     return ("local-chat-completions" if chat else "local-completions"), args, stack
+
+
+def cli_command(run: Any, s: dict[str, Any], model: Any, model_args: dict[str, Any], tasks_dir: Path) -> str:
+    """The same evaluation with lm-eval's own command line, offline, on the task files this run
+    wrote (`--include_path` overrides the hub-backed tasks by name, as here). A served target keeps
+    its model and arguments; an offline engine becomes lm-eval's own `vllm` model with the params'
+    engine settings (what vLLM-Ascend's CI runs; a separate engine)."""
+    import shlex
+
+    if isinstance(model, str):
+        name, args = model, {k: v for k, v in model_args.items()}
+    else:
+        cfg = run.cfg
+        name = "vllm"
+        args = {"pretrained": str(run.model().path), "dtype": cfg.model.dtype, "max_model_len": cfg.model.max_model_len,
+                "tensor_parallel_size": cfg.target.count, "trust_remote_code": cfg.model.trust_remote_code}
+        if cfg.target.enforce_eager:
+            args["enforce_eager"] = True
+    parts = ["HF_DATASETS_OFFLINE=1", "lm-eval", "run", "--model", name,
+             "--model_args", ",".join(f"{k}={v}" for k, v in args.items()), "--tasks", ",".join(s["tasks"]),
+             "--include_path", str(tasks_dir)]
+    for flag in ("num_fewshot", "limit"):
+        if s[flag] is not None:
+            v = s[flag]
+            parts += [f"--{flag}", str(int(v) if float(v).is_integer() else v)]
+    parts += [f"--{f}" for f in ("apply_chat_template", "fewshot_as_multiturn") if s[f]]
+    parts += ["--batch_size", str(s["batch_size"]), "--log_samples", "--output_path", "lm_eval_out"]
+    return " ".join(p if p.startswith("HF_") else shlex.quote(p) for p in parts)
 
 
 def _num(v: Any) -> float | None:
@@ -200,7 +229,8 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
                     "accuracy_config": conf.accuracy_config, "fewshot_seed": conf.fewshot_seed,
                     "engine_calls": getattr(model, "forwards", None), "prepare_s": round(prepare_s, 3),
                     "eval_s": round(eval_s, 3), "results_file": str(results_file.relative_to(run.run_dir)),
-                    "datasets_version": _version("datasets")},
+                    "datasets_version": _version("datasets"),
+                    "cli_command": cli_command(run, s, model, model_args, out_dir / "tasks")},
         "tasks": tasks, "results": rows,
     }
     run.add("lm_eval", record)

@@ -217,6 +217,7 @@ class LmEvalHarness(MetricsModel):
     eval_s: float
     results_file: str  # lm-eval's results JSON (without samples) under the run directory
     datasets_version: str | None
+    cli_command: str | None = None  # the same evaluation with lm-eval's command line, on this run's task files
 
 
 class LmEval(MetricsModel):
