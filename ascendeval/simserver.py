@@ -1,6 +1,6 @@
 """A streaming OpenAI-compatible server with KNOWN timing, to check the load generator's truth.
 
-It serves `/v1/completions`, `/v1/chat/completions` (streamed, or whole when `stream` is false), `/v1/models` and
+It serves `/v1/completions`, `/v1/chat/completions` (streamed with `stream: true`, else whole), `/v1/models` and
 `/health` on 127.0.0.1 over real HTTP. Every request produces exactly `max_tokens` tokens (or
 `max_completion_tokens`, the name AIPerf and newer OpenAI clients send); token i is due at
 received + ttft + i * tpot  (absolute times, so the server's own overhead does not accumulate over
@@ -244,7 +244,7 @@ class SimServer:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and spec.usage
         kv_in = body.get("kv_transfer_params")
         xid = request.headers.get("X-Request-ID")
-        if body.get("stream") is False:  # streamed unless asked otherwise, as before
+        if not body.get("stream"):  # OpenAI's default, as vLLM: whole unless `stream: true` (lm-eval sends none)
             return await self._whole(body, chat, n_req, arrival, received, n, prompt_tokens, kv_in, xid)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)  # status line and headers (Transfer-Encoding: chunked) are written
