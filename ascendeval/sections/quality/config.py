@@ -67,7 +67,8 @@ class LmEvalConfig(Strict):
                                                      "null: all")
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = False
-    batch_size: int | Literal["auto"] = Field("auto", description="requests per engine call; auto: 64")
+    batch_size: int | Literal["auto"] = Field("auto", description="requests per engine call or HTTP request; auto: 64 "
+                                                                   "per offline engine call, 1 per request to a server")
     backend: Literal["auto", "engine", "server"] = Field(
         "auto", description="engine: the section's offline engine; server: lm-eval's local-completions against "
                             "the served target (the run's shared server); auto: server for a served target, "

@@ -26,7 +26,7 @@ from ... import vllm_ascend_kit as kit
 from ...errors import SectionSkipped
 
 SETTINGS = ("tasks", "num_fewshot", "limit", "apply_chat_template", "fewshot_as_multiturn", "batch_size")
-AUTO_BATCH = 64  # requests per engine call for batch_size "auto"
+AUTO_BATCH = 64  # requests per offline engine call for batch_size "auto"
 
 
 @dataclass
@@ -178,14 +178,17 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
     from ... import lm_eval_tasks
 
     s, acc, overridden = settings(conf)
-    batch = AUTO_BATCH if s["batch_size"] == "auto" else int(s["batch_size"])
+    served = conf.backend == "server" or (conf.backend == "auto" and target.name == "openai")
+    # auto: one engine call per 64 requests offline; one prompt per HTTP request to a server, as
+    # lm-eval's API models default to (not every OpenAI-compatible server takes a list of prompts)
+    batch = (1 if served else AUTO_BATCH) if s["batch_size"] == "auto" else int(s["batch_size"])
     out_dir = run.run_dir / "artifacts" / "lm_eval"
     t0 = time.perf_counter()
     tm, local = lm_eval_tasks.prepare(s["tasks"], out_dir, num_fewshot=s["num_fewshot"],
                                       fewshot_pool=conf.fewshot_pool, data_paths=dict(conf.data_paths))
     prepare_s = time.perf_counter() - t0
     scored = [t.task for t in local if t.output_type != "generate_until"]
-    if conf.api == "chat" and (conf.backend == "server" or target.name == "openai") and scored:
+    if conf.api == "chat" and served and scored:
         raise ValueError(f"lm_eval.api chat (local-chat-completions) returns no log-likelihoods, which "
                          f"{', '.join(scored[:3])}{' ...' if len(scored) > 3 else ''} need: use api completions")
     model, model_args, closing = _model(run, target, conf, batch)
