@@ -378,3 +378,21 @@ def test_lm_evals_own_command_line_runs_the_written_tasks_offline(tmp_path):
     assert any("arc_easy" in r for r in rows)
     results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
     assert results["n-samples"]["gsm8k"] == {"original": 1294, "effective": 2}
+
+
+def test_kit_marks_a_failed_feature_on_ascend(tmp_path):
+    """A feature whose measurement failed on the NPU is ❌, not 'not tested'."""
+    from ascendeval.report import load_run, upstream_kit
+
+    run = _golden_copy(tmp_path)
+    env_path = run / "records" / "environment.json"
+    env = json.loads(env_path.read_text())
+    env["metrics"]["target_device"].update(kind="npu", name="Ascend910B3")
+    env_path.write_text(json.dumps(env))
+    perf_path = run / "records" / "performance.json"
+    perf = json.loads(perf_path.read_text())
+    perf["metrics"]["steps"]["graph_vs_eager"].update(status="failed", reason="ACL graph capture failed")
+    perf_path.write_text(json.dumps(perf))
+    feats = {f: (mark, desc) for f, mark, desc in upstream_kit.supported_features(load_run(run))}
+    assert feats["ACLGraph (graph mode)"][0] == "❌" and "failed on npu" in feats["ACLGraph (graph mode)"][1]
+    assert "parameters" in feats["Model architecture"][1] and "M (" in feats["Model architecture"][1]

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .cells import get
+from .cells import get, human_params
 from .rundata import RunData, recorded_model_facts
 
 KIT_DIR = "upstream/vllm-ascend"
@@ -181,7 +181,7 @@ def supported_features(data: RunData) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     arch = str(facts.get("architecture") or "unknown")
     moe = any(facts.get(k) for k in ("num_experts", "num_local_experts", "n_routed_experts")) or "moe" in arch.lower()
-    rows.append(("Model architecture", "MoE" if moe else "Dense", f"{arch}, {facts.get('param_count') or '?'} parameters"))
+    rows.append(("Model architecture", "MoE" if moe else "Dense", f"{arch}, {human_params(facts.get('param_count'))} parameters"))
 
     def step(section: str, name: str) -> str | None:
         return get(data.rec(section), f"metrics.steps.{name}.status")
@@ -197,10 +197,12 @@ def supported_features(data: RunData) -> list[tuple[str, str, str]]:
     else:
         rows.append(("BF16", _mark({"ok": True, "failed": False}.get(smoke or ""), ascend),
                      f"smoke section {smoke} on {dev} in bfloat16" if smoke else "not tested: no smoke section"))
-    graph = arm("graph")
-    graph_ok = (step("performance", "graph_vs_eager") == "ok") or graph.get("status") == "ok"
-    rows.append(("ACLGraph (graph mode)", _mark(True if graph_ok else None, ascend),
-                 f"graph mode measured on {dev} (performance graph vs eager)" if graph_ok else "not tested"))
+    # graph mode ran in the performance section (graph vs eager) and/or the deployment matrix's arm
+    graph = [s for s in (step("performance", "graph_vs_eager"), arm("graph").get("status")) if s in ("ok", "failed")]
+    graph_ok = True if "ok" in graph else (False if graph else None)
+    rows.append(("ACLGraph (graph mode)", _mark(graph_ok, ascend),
+                 f"graph mode {'ran' if graph_ok else 'failed'} on {dev} (performance graph vs eager, deployment arm)"
+                 if graph_ok is not None else "not tested"))
     pc = step("features", "prefix_caching")
     rows.append(("Prefix caching", _mark({"ok": True, "failed": False}.get(pc or ""), ascend),
                  f"features/prefix_caching {pc} on {dev}" if pc else "not tested"))
@@ -241,7 +243,7 @@ def tutorial(data: RunData, cfg: dict[str, Any] | None) -> str:
         out += [f"> Draft written by ascendeval from run `{data.run_id}` on {hardware}, not on an Ascend NPU: rerun on "
                 "an Ascend host before proposing it upstream.", ""]
     out += ["## Introduction", "",
-            f"`{name}` ({facts.get('architecture', 'unknown architecture')}, {facts.get('param_count') or '?'} "
+            f"`{name}` ({facts.get('architecture', 'unknown architecture')}, {human_params(facts.get('param_count'))} "
             f"parameters, {facts.get('num_layers') or '?'} layers) served with vLLM"
             + (" and vLLM-Ascend" if ascend else "") + ". This page lists what was verified, how to deploy it and "
             "its accuracy, all from one ascendeval run.", "",
