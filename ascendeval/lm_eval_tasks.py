@@ -154,7 +154,7 @@ def leaf_tasks(tm: Any, name: str) -> list[str]:
 
     entry = tm.task_index.get(name)
     if entry is None:
-        raise ValueError(f"lm-eval has no task, group or tag named {name!r} (lm-eval --tasks list names them)")
+        raise ValueError(f"lm-eval has no task, group or tag named {name!r} (`lm-eval ls tasks` lists them)")
     if entry.kind in (Kind.TASK, Kind.PY_TASK):
         return [name]
     if entry.kind == Kind.TAG:
