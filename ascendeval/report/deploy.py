@@ -54,8 +54,7 @@ def deploy_commands(data: RunData) -> dict[str, str]:
     visible = {"npu": "ASCEND_RT_VISIBLE_DEVICES", "cuda": "CUDA_VISIBLE_DEVICES"}.get(cfg.target.device)
     if visible and visible not in engine_env:  # the params' own choice is already exported above
         env_lines.insert(0, f"export {visible}=" + ",".join(str(i) for i in range(cfg.target.count)))
-    modelscope = not mid.startswith("builtin:") and not Path(mid).expanduser().exists() and "/" in mid \
-        and not mid.startswith(("/", ".", "~"))
+    modelscope = is_hub_id(mid)
     if modelscope:
         env_lines.append("export VLLM_USE_MODELSCOPE=True")
     if cfg.server.kind == "sglang":
@@ -83,6 +82,11 @@ def deploy_commands(data: RunData) -> dict[str, str]:
 
 
 
+def is_hub_id(mid: str) -> bool:
+    """A ModelScope / Hugging Face id (org/name), not a local folder or a built-in model."""
+    return "/" in mid and not mid.startswith(("/", ".", "~", "builtin:")) and not Path(mid).expanduser().exists()
+
+
 def download_command(data: RunData) -> str:
     """How a reader gets the measured weights: ModelScope's CLI for a hub id (at the revision the
     run used), the ascendeval command for a built-in model; empty for a local folder."""
@@ -90,7 +94,7 @@ def download_command(data: RunData) -> str:
     mid, rev = str(model.get("id") or ""), model.get("revision")
     if mid.startswith("builtin:"):
         return f"ascendeval build-model {shlex.quote(mid.split(':', 1)[1])}"
-    if "/" in mid and not mid.startswith(("/", ".", "~")) and not Path(mid).expanduser().exists():
+    if is_hub_id(mid):
         name = mid.rsplit("/", 1)[-1]
         return (f"modelscope download --model {shlex.quote(mid)}" + (f" --revision {shlex.quote(rev)}" if rev else "")
                 + f" --local_dir ./{shlex.quote(name)}")

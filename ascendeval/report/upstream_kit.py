@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .cells import get, human_params
+from .deploy import is_hub_id
 from .rundata import RunData, recorded_model_facts
 
 KIT_DIR = "upstream/vllm-ascend"
@@ -38,7 +39,7 @@ def model_file_name(data: RunData) -> str:
     Qwen3-8B); for a built-in model or a local folder, the params' model name."""
     params = data.params() or {}
     mid = str(get(params, "model.id") or "")
-    if "/" in mid and not mid.startswith(("/", ".", "~", "builtin:")) and not Path(mid).expanduser().exists():
+    if is_hub_id(mid):
         return mid.rstrip("/").rsplit("/", 1)[-1]
     name = get(params, "model.name") or mid.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
     return str(name or "model")
@@ -89,7 +90,7 @@ def accuracy_config(data: RunData) -> dict[str, Any] | None:
                    for r in lm["results"] if r.get("task") == name and r.get("value") is not None]
         if metrics:
             tasks.append({"name": name, "metrics": metrics})
-    cfg: dict[str, Any] = {"model_name": mid if "/" in mid and not mid.startswith(("/", ".", "~")) else model_file_name(data),
+    cfg: dict[str, Any] = {"model_name": mid if is_hub_id(mid) else model_file_name(data),
                            "model_type": "vllm", "hardware": hardware, "serve": _serve(params), "tasks": tasks}
     if st.get("num_fewshot") is not None:
         cfg["num_fewshot"] = st["num_fewshot"]

@@ -101,7 +101,7 @@ def cli_command(run: Any, s: dict[str, Any], model: Any, model_args: dict[str, A
     import shlex
 
     if isinstance(model, str):
-        name, args = model, {k: v for k, v in model_args.items()}
+        name, args = model, dict(model_args)
     else:
         cfg = run.cfg
         name = "vllm"
