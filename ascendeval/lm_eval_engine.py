@@ -7,7 +7,7 @@ that is open: lm-eval keeps the tasks, prompts, few-shot sampling, filters, metr
 aggregation; the engine answers the two request types the way lm-eval's vllm model does:
 
 - loglikelihood: context + continuation tokens (lm-eval's own split, TemplateLM._encode_pair),
-  left-truncated to max_length, one forward with prompt logprobs; the continuation's summed
+  left-truncated to max_length - 1 (the engine generates one token), one forward with prompt logprobs; the continuation's summed
   logprob, and whether every continuation token was the greedy one.
 - generate_until: the context left-truncated to max_length - max_gen_toks, greedy unless the task
   samples, cut at the task's stop strings (and the tokenizer's EOS text).
@@ -87,7 +87,9 @@ class EngineLM(TemplateLM):
                               disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         seqs, conts = [], []
         for _, ctx, cont in requests:
-            seq = (ctx + cont)[-(self.max_length + 1):]  # the first token is context, never scored
+            # the prompt plus the one token vLLM must generate fits max_model_len (as lm-eval's API
+            # models: max_length - 1); the first token is context, never scored
+            seq = (ctx + cont)[-(self.max_length - 1):]
             seqs.append(seq)
             conts.append(min(len(cont), len(seq) - 1))
         res = self._score(seqs, conts)
@@ -100,7 +102,7 @@ class EngineLM(TemplateLM):
         for (string,) in [r.args for r in requests]:
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
                 token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length - 1, context_len=1)]
+                max_seq_len=self.max_length - 2, context_len=1)]
             scored = self._loglikelihood_tokens([(("", ""), ctx, cont) for ctx, cont in windows])
             out.append(sum(lp for lp, _ in scored))
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), out[-1])

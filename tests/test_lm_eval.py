@@ -320,7 +320,8 @@ def test_engine_lm_loglikelihood_is_the_continuations_summed_logprob(hf_lm):
     got = hf_lm.loglikelihood([_Req(c, t) for c, t in pairs], disable_tqdm=True)
     for (ctx, cont), (lp, greedy) in zip(pairs, got):
         c_ids, t_ids = hf_lm._encode_pair(ctx, cont)
-        seq = (c_ids + t_ids)[-(hf_lm.max_length + 1):]
+        seq = (c_ids + t_ids)[-(hf_lm.max_length - 1):]
+        assert len(seq) < hf_lm.max_length  # room for the one generated token
         with torch.no_grad():
             logits = model(torch.tensor([seq])).logits[0].float()
         logp = torch.log_softmax(logits, -1)
