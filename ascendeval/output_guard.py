@@ -186,7 +186,7 @@ def check_run(run: Any, guard: OutputGuard | None, corrupted_requests: int | Non
         raise SectionSkipped("no measurement produced outputs to check", zh="没有测量产生可检查的输出")
     reference = None
     if conf.reference and any(f.samples for f in guard.figures.values()):
-        reference = run.engine("guard_reference", engine="hf", device=conf.reference_device, dtype="float32")
+        reference = run.reference("guard_reference", device=conf.reference_device, dtype="float32")
     try:
         results = guard.check(reference, corrupted_requests)
     finally:

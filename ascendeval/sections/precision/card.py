@@ -20,6 +20,8 @@ def render(b: CardBuilder) -> None:
     if isinstance(ref, dict):
         b.add(L(lang, "prec_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device"),
                 prompts=ref.get("num_prompts"), tokens=ref.get("num_continuation_tokens")))
+        if "fallback" in str(ref.get("loaded_as") or ""):
+            b.add(L(lang, "reference_fallback", how=ref["loaded_as"]))
     tf = m.get("teacher_forced")
     if isinstance(tf, dict):
         b.add(f"### {L(lang, 'prec_summary')}")

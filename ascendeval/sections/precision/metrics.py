@@ -22,6 +22,7 @@ class ReferenceEngine(MetricsModel):
     engine: Literal["hf"]
     device: str
     dtype: str
+    loaded_as: str | None  # reference_model.ReferencePlan.describe(): float32, or the fallback taken and why
     load_s: float
     generate_s: float
     num_prompts: int

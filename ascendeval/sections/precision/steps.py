@@ -98,9 +98,11 @@ class Reference:
     dtype: str
     load_s: float
     generate_s: float
+    loaded_as: str | None = None  # reference_model.ReferencePlan.describe() when planned
 
     def info(self) -> dict[str, Any]:
-        return {"engine": "hf", "device": self.device, "dtype": self.dtype, "load_s": self.load_s,
+        return {"engine": "hf", "device": self.device, "dtype": self.dtype, "loaded_as": self.loaded_as,
+                "load_s": self.load_s,
                 "generate_s": self.generate_s, "num_prompts": len(self.sequences),
                 "num_continuation_tokens": sum(len(s.continuation_ids) for s in self.sequences),
                 "num_sequence_tokens": sum(len(s.ids) for s in self.sequences)}
@@ -123,7 +125,10 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
     prompts = prompts if prompts is not None else load_prompts(conf)
     t0 = time.perf_counter()
     if run is not None:
-        eng = run.engine("reference", engine="hf", device=conf.reference_device, dtype=conf.reference_dtype)
+        # planned against the memory it may use; a fallback (bfloat16, on the device) is recorded
+        longest = max((len(p.text) for p in prompts), default=0) + conf.max_new_tokens  # chars >= tokens
+        eng = run.reference("reference", device=conf.reference_device, dtype=conf.reference_dtype,
+                            max_tokens=min(longest, cfg.model.max_model_len or longest))
     else:
         eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
     load_s = time.perf_counter() - t0
@@ -137,8 +142,10 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
         g = eng.generate([ids], Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))[0]
         seqs.append(RefSequence(prompt=p, prompt_ids=ids, continuation_ids=list(g.token_ids),
                                 continuation_text=g.text))
-    return Reference(engine=eng, sequences=seqs, device=conf.reference_device, dtype=conf.reference_dtype,
-                     load_s=load_s, generate_s=time.perf_counter() - t1)
+    plan = getattr(eng, "plan", None)
+    return Reference(engine=eng, sequences=seqs, device=plan.device if plan else conf.reference_device,
+                     dtype=plan.dtype if plan else conf.reference_dtype, load_s=load_s,
+                     generate_s=time.perf_counter() - t1, loaded_as=plan.describe() if plan else None)
 
 
 def open_target(cfg: Any, path: str | None = None) -> Any:

@@ -1,0 +1,155 @@
+"""The float32 reference, planned before it loads: does it fit, and if not, which fallback.
+
+The reference is a transformers model (4 bytes per parameter in float32: 28 GB for a 7B model,
+56 GB for 14B). Loading one that does not fit the host kills the notebook's kernel with no
+reason on the page, so every section opens its reference through `plan()`:
+
+* need = weights (parameter count from the safetensors headers x bytes of the dtype)
+  + one forward's logits over the longest scored sequence (float32, vocab x tokens, twice: the
+  logits and their log-softmax) + a fixed runtime margin;
+* available = what the host can still give: MemAvailable, capped by the cgroup's limit
+  (containers report the host's memory through /proc/meminfo), or the device's free memory for a
+  reference on `npu`/`cuda`; `reference.memory_budget_gb` in params replaces it (a host shared
+  with other jobs);
+* float32 on the configured device when it fits, else the first of `reference.fallback` that
+  fits: `bfloat16` (half the weights, on the same device) or `device` (float32 on the target's
+  accelerator). None fits: `ReferenceDoesNotFit`, one line with both figures and what to change.
+
+The chosen plan is recorded with the reference's results and named on the card, so a bfloat16
+reference is never read as a float32 one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+RUNTIME_MARGIN_BYTES = 512 << 20  # torch + transformers + the tokenizer, measured ~400 MiB on CPU
+FALLBACKS = ("bfloat16", "device")
+
+
+class ReferenceDoesNotFit(RuntimeError):
+    """No allowed way to load the reference fits this host; the message says which figures."""
+
+
+@dataclass
+class ReferencePlan:
+    dtype: str
+    device: str
+    need_bytes: int
+    available_bytes: int | None
+    available_source: str
+    num_parameters: int
+    fallback: str | None  # None: the configured reference; else the fallback taken
+    reason: str | None  # why the fallback was taken
+
+    def describe(self) -> str:
+        """'float32 on cpu', 'bfloat16 on cpu (fallback: ...)': the card's words for it."""
+        text = f"{self.dtype} on {self.device}"
+        return f"{text} (fallback '{self.fallback}': {self.reason})" if self.fallback else text
+
+    def info(self) -> dict[str, Any]:
+        return {**asdict(self), "described": self.describe()}
+
+
+def num_parameters(model_path: str | Path) -> int:
+    """From the safetensors headers; a checkpoint without them (*.bin, *.pt): its file sizes at 2
+    bytes per parameter (the 16-bit weights hubs ship), an estimate the plan's figures carry."""
+    from .models import model_card_facts
+
+    n = int(model_card_facts(model_path).get("param_count") or 0)
+    if n == 0:
+        n = sum(f.stat().st_size for pat in ("*.bin", "*.pt", "*.pth") for f in Path(model_path).glob(pat)) // 2
+    return n
+
+
+def _vocab_size(model_path: str | Path) -> int:
+    import json
+
+    cfg = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    return int((cfg.get("text_config") or cfg).get("vocab_size") or 0)
+
+
+def need_bytes(n_params: int, dtype: str, vocab: int, max_tokens: int) -> int:
+    """Weights in `dtype` + two float32 [tokens, vocab] tensors + the runtime margin."""
+    return n_params * DTYPE_BYTES[dtype] + 2 * 4 * vocab * max_tokens + RUNTIME_MARGIN_BYTES
+
+
+def _cgroup_headroom() -> int | None:
+    """memory.max - memory.current of this process's cgroup (v2), None when unlimited/unknown."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def host_available() -> tuple[int, str]:
+    import psutil
+
+    avail = int(psutil.virtual_memory().available)
+    cg = _cgroup_headroom()
+    if cg is not None and cg < avail:
+        return cg, "cgroup memory.max - memory.current"
+    return avail, "host MemAvailable"
+
+
+def device_available(kind: str) -> tuple[int | None, str]:
+    """Free memory of accelerator 0 of `kind` (torch's mem_get_info), None where unreadable."""
+    from .device import Device
+
+    try:
+        dev = Device(kind)
+        free, _total = dev._backend.mem_get_info(dev.index)  # noqa: SLF001 - the seam's backend
+        return int(free), f"{kind} mem_get_info free"
+    except Exception as exc:  # noqa: BLE001 - no backend, older torch_npu: unknown, not zero
+        return None, f"{kind} free memory unreadable ({type(exc).__name__})"
+
+
+def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str, fallbacks: list[str],
+         budget_gb: float | None = None, max_tokens: int = 2048) -> ReferencePlan:
+    """The reference to load (see module docstring). Raises ReferenceDoesNotFit with one line."""
+    n = num_parameters(model_path)
+    vocab = _vocab_size(model_path)
+
+    def available(dev: str) -> tuple[int | None, str]:
+        if budget_gb is not None:
+            return int(budget_gb * GIB), "params reference.memory_budget_gb"
+        return host_available() if dev == "cpu" else device_available(dev)
+
+    def fits(need: int, avail: int | None) -> bool:
+        return avail is None or need <= avail  # an unreadable device: try, as before this check
+
+    tried: list[str] = []
+    first_need = need_bytes(n, dtype, vocab, max_tokens)
+    avail, source = available(device)
+    if fits(first_need, avail):
+        return ReferencePlan(dtype, device, first_need, avail, source, n, None, None)
+    tried.append(f"{dtype} on {device} needs {first_need / GIB:.1f} GiB, {avail / GIB:.1f} GiB available ({source})")
+    why = tried[0]
+    for fb in fallbacks:
+        if fb == "bfloat16" and dtype != "bfloat16":
+            cand = ("bfloat16", device)
+        elif fb == "device" and target_device != "cpu" and device != target_device:
+            cand = (dtype, target_device)
+        else:
+            tried.append(f"fallback '{fb}' does not apply (reference {dtype} on {device}, target on {target_device})")
+            continue
+        need = need_bytes(n, cand[0], vocab, max_tokens)
+        a, s = available(cand[1])
+        if fits(need, a):
+            log.warning("reference: %s; taking fallback %r (%s on %s)", why, fb, *cand)
+            return ReferencePlan(cand[0], cand[1], need, a, s, n, fb, why)
+        tried.append(f"fallback '{fb}' ({cand[0]} on {cand[1]}) needs {need / GIB:.1f} GiB, "
+                     f"{(a or 0) / GIB:.1f} GiB available ({s})")
+    raise ReferenceDoesNotFit(
+        "the reference does not fit: " + "; ".join(tried) + f"; allowed fallbacks: {', '.join(FALLBACKS)} "
+        "(params reference.fallback), or free memory, or turn the reference off for this section")

@@ -1,0 +1,97 @@
+"""The reference's memory check before it loads (ascendeval/reference_model.py): float32 when it
+fits, else the configured fallback, else one line with the figures; the engine really loads as
+planned and the plan is recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from ascendeval import builtin_models, context, records, reference_model as rm
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return builtin_models.ensure("tiny-qwen2-untrained")
+
+
+def test_need_is_weights_plus_logits_plus_margin(tiny):
+    n = rm.num_parameters(tiny)
+    assert n > 1_000_000
+    need32 = rm.need_bytes(n, "float32", 1000, 100)
+    need16 = rm.need_bytes(n, "bfloat16", 1000, 100)
+    assert need32 - need16 == 2 * n
+    assert need16 == 2 * n + 8 * 1000 * 100 + rm.RUNTIME_MARGIN_BYTES
+
+
+def test_float32_when_it_fits(tiny):
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"], budget_gb=64)
+    assert (p.dtype, p.device, p.fallback, p.reason) == ("float32", "cpu", None, None)
+    assert p.available_source == "params reference.memory_budget_gb" and p.describe() == "float32 on cpu"
+
+
+def test_measured_host_memory_is_the_default(tiny):
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=[])
+    avail, source = rm.host_available()
+    assert p.available_source == source and p.available_bytes > 0 and p.fallback is None
+    assert abs(p.available_bytes - avail) < 2 * GIB  # read moments apart
+
+
+def test_bfloat16_fallback_when_float32_does_not_fit(tiny):
+    n = rm.num_parameters(tiny)
+    need32 = rm.need_bytes(n, "float32", rm._vocab_size(tiny), 2048)
+    budget = (need32 - n) / GIB  # between the bf16 and the float32 need
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["device", "bfloat16"],
+                budget_gb=budget)
+    assert (p.dtype, p.device, p.fallback) == ("bfloat16", "cpu", "bfloat16")
+    assert "float32 on cpu needs" in p.reason and "GiB available" in p.reason
+    assert p.describe().startswith("bfloat16 on cpu (fallback 'bfloat16': float32 on cpu needs")
+
+
+def test_nothing_fits_is_one_line_with_the_figures(tiny):
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["device", "bfloat16"],
+                budget_gb=0.01)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert "float32 on cpu needs" in msg and "0.0 GiB available" in msg
+    assert "fallback 'device' does not apply" in msg  # a CPU target has no accelerator to move to
+    assert "fallback 'bfloat16' (bfloat16 on cpu) needs" in msg and "allowed fallbacks: bfloat16, device" in msg
+
+
+def test_device_fallback_reads_the_device_and_says_so_when_it_cannot(tiny):
+    # an npu target on this host: the device's free memory is unreadable (no torch_npu), which is
+    # "unknown", not zero: the plan goes ahead on the device and says where the figure came from
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="npu", fallbacks=["device"], budget_gb=None,
+                max_tokens=10**9)  # a need no host has: float32 on cpu cannot fit
+    assert (p.dtype, p.device, p.fallback) == ("float32", "npu", "device")
+    assert p.available_bytes is None and "unreadable" in p.available_source
+
+
+def test_section_reference_loads_as_planned_and_records_the_plan(tmp_path, tiny):
+    n = rm.num_parameters(tiny)
+    budget = (rm.need_bytes(n, "float32", rm._vocab_size(tiny), 512) - n) / GIB
+    params = tmp_path / "p.yaml"
+    params.write_text(f"model: {{id: builtin:tiny-qwen2-untrained, name: t}}\nreference: {{memory_budget_gb: {budget}}}\n",
+                      encoding="utf-8")
+    run = context.open_section("precision", params, tmp_path / "run")
+    eng = run.reference("reference", device="cpu", dtype="float32", max_tokens=512)
+    try:
+        assert eng.info()["dtype"] == "bfloat16" and str(next(eng.model.parameters()).dtype) == "torch.bfloat16"
+        assert eng.plan.fallback == "bfloat16"
+    finally:
+        eng.close()
+    start = run.engine_starts[-1]
+    assert start["engine"] == "hf" and start["reference_plan"]["fallback"] == "bfloat16"
+    assert start["reference_plan"]["described"].startswith("bfloat16 on cpu (fallback")
+    rec = run.finish()
+    assert records.validate_record(rec) == []
+
+
+def test_params_refuse_an_unknown_fallback():
+    from ascendeval import config
+
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse({"model": {"id": "x"}, "reference": {"fallback": ["offload"]}})
+    assert "reference.fallback" in str(exc.value) and "bfloat16" in str(exc.value)
