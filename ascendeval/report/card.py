@@ -42,7 +42,19 @@ def header_facts(d: RunData, lang: str) -> dict[str, str]:
     return {"title": get(d.params(), "sections.report.title") or L(lang, "title", model=model, target=target),
             "model": model, "target": target, "arch": facts.get("architecture") or "—",
             "params": human_params(facts.get("param_count")), "dtype": get(any_rec, "model.dtype") or "—",
-            "engine": tgt.get("engine", "?"), "run_id": d.run_id, "date": (any_rec.get("created_at") or "")[:10]}
+            "engine": tgt.get("engine", "?"), "run_id": d.run_id, "date": (any_rec.get("created_at") or "")[:10],
+            **profile_facts(d, lang)}
+
+
+def profile_facts(d: RunData, lang: str) -> dict[str, str]:
+    """The run's profile (quick / standard / full) and what it means; none for older records."""
+    from .. import profiles
+
+    name = get(d.any_record(), "params.profile.name")
+    if name not in profiles.PROFILE_NAMES:
+        return {"profile": None, "profile_desc": None, "profile_keys": 0}
+    keys = sorted({k for s in sections_mod.NAMES for k in (get(d.rec(s), "params.profile.keys") or [])})
+    return {"profile": name, "profile_desc": profiles.describe(name, lang), "profile_keys": len(keys)}
 
 
 def _sec_header(b: CardBuilder) -> None:
