@@ -114,6 +114,18 @@ class OutputGuardConfig(Strict):
         1.5, gt=0, description="sampled: mean NLL under the reference may exceed its entropy by this much")
 
 
+class ReferenceConfig(Strict):
+    """How every section's float32 reference is loaded (ascendeval/reference_model.py)."""
+
+    fallback: list[Literal["bfloat16", "device"]] = Field(
+        default_factory=lambda: ["bfloat16", "device"],
+        description="when float32 on the reference device does not fit, try these in order: bfloat16 (half the "
+                    "memory, same device), device (float32 on the target's accelerator); [] = fail with the figures")
+    memory_budget_gb: float | None = Field(
+        None, gt=0, description="memory the reference may use; null = measured (host MemAvailable capped by the "
+                                "cgroup limit, or the device's free memory)")
+
+
 # one block per registered section, each declared in its own package (sections/<name>/config.py)
 SectionsConfig = create_model(
     "SectionsConfig", __base__=Strict,
@@ -121,12 +133,18 @@ SectionsConfig = create_model(
 )
 
 class RunConfig(Strict):
+    profile: Literal["quick", "standard", "full"] = Field(
+        "standard", description="the counts of every section in one word (ascendeval/data/profiles.yaml); keys set "
+                                "in this file override the profile's")
     model: ModelConfig
     target: TargetConfig = Field(default_factory=TargetConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     sections: SectionsConfig = Field(default_factory=SectionsConfig)
     output_guard: OutputGuardConfig = Field(default_factory=OutputGuardConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     source_file: str | None = Field(None, exclude=True, description="set by load(); not read from YAML")
+    profile_keys: list[str] = Field(default_factory=list, exclude=True,
+                                    description="set by parse(): the sections.* keys the profile decided")
 
     def section(self, name: str) -> BaseModel:
         if name not in SECTION_NAMES:
@@ -151,7 +169,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         if current is None:
             return []
-    return sorted(getattr(current, "model_fields", {}).keys() - {"source_file"})
+    return sorted(getattr(current, "model_fields", {}).keys() - {"source_file", "profile_keys"})
 
 
 def _format_error(path: str, err: dict) -> str:
@@ -176,6 +194,13 @@ def parse(data: Any, path: str = "<params>") -> RunConfig:
     """Validate an already-parsed mapping. Raises ConfigError with one line per problem (first first)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping with keys model, target, server, sections")
+    from . import profiles
+
+    name = data.get("profile", profiles.DEFAULT_PROFILE)
+    applied: list[str] = []
+    if name in profiles.PROFILE_NAMES:  # an unknown name: the validation below names the allowed ones
+        sections, applied = profiles.apply(name, data.get("sections"), _section_defaults())
+        data = {**data, "sections": sections}
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -187,7 +212,13 @@ def parse(data: Any, path: str = "<params>") -> RunConfig:
         more = f" (also: {', '.join(others)})" if others else ""
         raise ConfigError(first + more) from None
     cfg.source_file = path
+    cfg.profile_keys = applied
     return cfg
+
+
+def _section_defaults() -> dict[str, Any]:
+    """Every section block at its defaults, as plain data (the profile's `each:` lists start here)."""
+    return SectionsConfig().model_dump(mode="json")
 
 
 def load(path: str | Path) -> RunConfig:

@@ -204,6 +204,21 @@ class SectionRun:
         self.add("engine_starts", self.engine_starts)
         return eng
 
+    def reference(self, label: str = "reference", *, device: str, dtype: str, max_tokens: int = 2048) -> Any:
+        """The float32 (or fallback) transformers reference, planned against the memory it may use
+        before it loads (reference_model.plan; ReferenceDoesNotFit is one line). The engine carries
+        its plan as `.plan`, and the plan is in this start's engine_starts entry."""
+        from . import reference_model
+
+        rc = self.cfg.reference
+        p = reference_model.plan(self.model().path, dtype=dtype, device=device, target_device=self.cfg.target.device,
+                                 fallbacks=list(rc.fallback), budget_gb=rc.memory_budget_gb, max_tokens=max_tokens)
+        eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype)
+        eng.plan = p
+        self.engine_starts[-1]["reference_plan"] = p.info()
+        self.add("engine_starts", self.engine_starts)
+        return eng
+
     @contextlib.contextmanager
     def served(self, label: str = "server", fresh: bool = False, **overrides: Any) -> Iterator[str]:
         """Base URL of a served model: params' server.url, the run's shared server, or one started
@@ -277,6 +292,9 @@ class SectionRun:
             env=self.env_summary(),
             git_hash=paths.git_hash(),
             params={"file": self.params_file, self.section: self.conf.model_dump(mode="json"),
+                    # the profile and the keys of this section it decided (the rest: params or defaults)
+                    "profile": {"name": cfg.profile,
+                                "keys": [k for k in cfg.profile_keys if k.split(".")[0] == self.section]},
                     "model": cfg.model.model_dump(mode="json"), "target": cfg.target.model_dump(mode="json")},
             metrics=metrics,
             # a path handed out for a plot that was then skipped is not an artifact

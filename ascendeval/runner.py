@@ -212,6 +212,7 @@ class SharedServer:
     """
 
     ENV = "ASCENDEVAL_SHARED_SERVER_URL"
+    INFO_ENV = "ASCENDEVAL_SHARED_SERVER_INFO"  # its start time and command, for smoke's load figures
 
     def __init__(self, cfg: config_mod.RunConfig, run_dir: Path, to_run: list[str]):
         self.cfg, self.run_dir = cfg, run_dir
@@ -243,6 +244,8 @@ class SharedServer:
         self.server = srv
         self.info.update(status="ok", url=srv.base_url, start_wall_s=srv.startup_s)
         os.environ[self.ENV] = srv.base_url
+        os.environ[self.INFO_ENV] = json.dumps({"url": srv.base_url, "start_wall_s": srv.startup_s,
+                                                "command": self.info["command"]})
         print(f"[{self.cfg.model.short_name}] shared server ready at {srv.base_url} ({srv.startup_s:.1f} s)",
               file=sys.stderr, flush=True)
 
@@ -252,6 +255,7 @@ class SharedServer:
 
     def stop(self) -> None:
         os.environ.pop(self.ENV, None)
+        os.environ.pop(self.INFO_ENV, None)
         if self.server is not None:
             t0 = time.perf_counter()
             self.server.stop()

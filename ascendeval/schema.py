@@ -72,6 +72,20 @@ class StepStatus(MetricsModel):
     wall_s: float
 
 
+class ReferencePlanInfo(MetricsModel):
+    """How the reference was loaded after the memory check (reference_model.ReferencePlan)."""
+
+    dtype: str
+    device: str
+    need_bytes: int
+    available_bytes: int | None  # None: the device's free memory could not be read
+    available_source: str
+    num_parameters: int
+    fallback: Literal["bfloat16", "device"] | None  # None: the configured reference
+    reason: str | None  # why the fallback was taken
+    described: str  # "float32 on cpu", or the fallback and why
+
+
 class EngineStart(MetricsModel):
     """One engine or server started by the section (context.SectionRun.engine / .served)."""
 
@@ -85,6 +99,7 @@ class EngineStart(MetricsModel):
     shared: bool | None = None  # the runner's shared server
     url: str | None = None  # shared server only
     log: str | None = None  # a server started by the section: its log file
+    reference_plan: ReferencePlanInfo | None = None  # a reference engine (SectionRun.reference)
 
 
 class VllmEngineInfo(MetricsModel):
@@ -127,6 +142,7 @@ class OpenAIEngineInfo(MetricsModel):
     engine: Literal["openai"]
     base_url: str
     model: str
+    concurrency: int  # requests in flight for a list of prompts (1: one at a time)
 
 
 # The engine's own facts, by engine kind.

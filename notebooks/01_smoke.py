@@ -20,7 +20,11 @@
 #
 # * **Dummy-weights gate** — the engine starts with random weights (`load_format=dummy`): checks the
 #   engine, kernels and memory in seconds before real weights are read. Its text is meaningless.
-# * **Real-weights gate** — load time and process memory with the real weights.
+# * **Real-weights gate** — load time and process memory with the real weights. When the run keeps
+#   one shared server (the target's configuration, served; `sections.smoke.target_via: auto`), that
+#   server is the load under test: its start time and process-tree memory, and the prompts below go
+#   through its API, so the configuration is not started a second time (the dummy gate and the
+#   offline-vs-served comparison are then skipped, each with its reason).
 # * **Prompts** — ten varied prompts (English, Chinese, code, arithmetic), each run alone, greedy,
 #   so each latency is that prompt's own.
 # * **Chat** — one conversation through the model's chat template.

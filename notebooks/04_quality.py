@@ -23,7 +23,8 @@
 #   Chinese, arithmetic). Each item carries its own check: exact, contains, regex, numeric, word
 #   limit or code execution. Chat models get their chat template, base models a plain completion
 #   prompt (from params, else detected from the tokenizer).
-# * **Gallery** — the same prompts on the float32 reference engine (transformers on CPU by default)
+# * **Gallery** — the target's outputs scored under the float32 reference engine (transformers on
+#   CPU by default), one teacher-forced forward per item, and a few items generated freely on it
 #   beside the target: a drift in quality shows up as a different output or a different check.
 # * **Benchmarks, offline** — seeded subsets of GSM8K (final-number extraction), MMLU and ARC
 #   (multiple choice scored by option-letter log-probabilities *and* by generation with letter
@@ -48,6 +49,7 @@ run_dir = ""  # empty: a fresh run directory under outputs/<model>/
 import ascendeval
 from ascendeval import benchmarks_data, sandbox
 from ascendeval.sections.quality import lm_eval as quality_lm_eval
+from ascendeval.sections.quality import reference as quality_reference
 from ascendeval.sections.quality import steps as quality
 
 run = ascendeval.open_section("quality", params_file, run_dir)
@@ -136,13 +138,16 @@ quality.close(target)
 # %% [markdown]
 # ## Gallery: reference vs target
 #
-# The reference engine (float32) runs after the target is released. `same_output` is exact text
-# equality; `reference` / `target` are the item's check on each output.
+# The reference engine (float32, or the fallback its memory check took) loads after the target is
+# released. Every target output is scored under it teacher-forced: where every token is the
+# reference's top-1, the reference's greedy output is the target's. The `reference_gallery` items
+# (divergent ones first) are generated freely on it. `same_output` is exact text equality;
+# `reference` / `target` are the item's check on each output.
 
 # %%
 # the reference columns are added to the suite's rows in place: if this step is skipped or fails,
 # the target's rows are still saved and shown below
-run.step("reference", quality.run_reference, run, suite)
+run.step("reference", quality_reference.run_reference, run, suite)
 run.show("reference", quality.suite_table(suite))
 quality.save_suite_rows(run, suite)
 run.show("reference", quality.gallery(suite))

@@ -29,8 +29,13 @@ class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 600.0, vllm_extensions: bool = True, tokenizer_path: str | None = None):
+                 timeout_s: float = 600.0, vllm_extensions: bool = True, tokenizer_path: str | None = None,
+                 concurrency: int = 1):
         self.base_url = base_url.rstrip("/")
+        # requests in flight at once for a list of prompts: 1 keeps each request's latency its own
+        # (smoke); a measurement of outputs only (quality) sends them together, so the server
+        # batches them as an offline engine would
+        self.concurrency = max(1, int(concurrency))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self.vllm_extensions = vllm_extensions
@@ -118,11 +123,20 @@ class OpenAIEngine(Engine):
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
         return self._tokenizer
 
+    def _each(self, fn: Any, items: list[Any]) -> list[Generation]:
+        """fn over items, `concurrency` requests in flight (httpx.Client is thread-safe), in order."""
+        if self.concurrency == 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
     def generate(self, prompts: list[str] | list[list[int]], sampling: Sampling) -> list[Generation]:
         if sampling.prompt_logprobs is not None:
-            return [self._scored(p, sampling) for p in prompts]
-        out = []
-        for p in prompts:
+            return self._each(lambda p: self._scored(p, sampling), list(prompts))
+
+        def one(p: str | list[int]) -> Generation:
             body = self._body(sampling) | {"prompt": p}
             if sampling.logprobs is not None:
                 body["logprobs"] = sampling.logprobs
@@ -130,19 +144,20 @@ class OpenAIEngine(Engine):
                     body["return_tokens_as_token_ids"] = True
             g = self._stream("/v1/completions", body, chat=False)
             g.prompt = p if isinstance(p, str) else None
-            out.append(g)
-        return out
+            return g
+
+        return self._each(one, list(prompts))
 
     def chat(self, conversations: list[list[dict[str, str]]], sampling: Sampling) -> list[Generation]:
-        out = []
-        for conv in conversations:
+        def one(conv: list[dict[str, str]]) -> Generation:
             body = self._body(sampling) | {"messages": conv}
             if sampling.logprobs is not None:
                 body.update(logprobs=True, top_logprobs=sampling.logprobs)
                 if self.vllm_extensions:
                     body["return_tokens_as_token_ids"] = True
-            out.append(self._stream("/v1/chat/completions", body, chat=True))
-        return out
+            return self._stream("/v1/chat/completions", body, chat=True)
+
+        return self._each(one, list(conversations))
 
     def _scored(self, prompt: str | list[int], s: Sampling) -> Generation:
         """One prompt read with its prompt logprobs (vLLM's `prompt_logprobs` extension: the
@@ -175,7 +190,7 @@ class OpenAIEngine(Engine):
         )
 
     def info(self) -> dict[str, Any]:
-        return {"engine": "openai", "base_url": self.base_url, "model": self.model}
+        return {"engine": "openai", "base_url": self.base_url, "model": self.model, "concurrency": self.concurrency}
 
     def close(self) -> None:
         self.client.close()

@@ -115,7 +115,10 @@ def _suites(b: CardBuilder, m: dict[str, Any]) -> None:
     ref = m.get("reference") if isinstance(m.get("reference"), dict) else None
     b.add(f"### {L(lang, 'qual_suites')}")
     if ref:
-        b.add(L(lang, "qual_vs_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device")))
+        b.add(L(lang, "qual_vs_reference", engine=ref.get("engine"), dtype=ref.get("dtype"), device=ref.get("device"),
+                generated=ref.get("generated_items", "—"), unknown=ref.get("not_generated_items", 0)))
+        if "fallback" in str(ref.get("loaded_as") or ""):
+            b.add(L(lang, "reference_fallback", how=ref["loaded_as"]))
     if not rows:
         b.kv_table("quality", m["suites"], kinds=["suites"])
         return
@@ -125,7 +128,10 @@ def _suites(b: CardBuilder, m: dict[str, Any]) -> None:
     table = []
     for suite in dict.fromkeys(r["suite"] for r in rows):
         items = [r for r in rows if r["suite"] == suite]
-        rate = lambda key: sum(bool(r.get(key)) for r in items) / len(items)  # noqa: E731
+        def rate(key: str) -> float | None:  # over the items where it is known (None: not generated)
+            known = [bool(r[key]) for r in items if r.get(key) is not None]
+            return sum(known) / len(known) if known else None
+
         has_ref = all("reference_passed" in r for r in items)
         table.append((suite_name(suite), len(items), fmt(rate("passed"), "pass_rate"),
                       fmt(rate("reference_passed"), "pass_rate") if has_ref else "—",
@@ -138,7 +144,7 @@ def _suites(b: CardBuilder, m: dict[str, Any]) -> None:
     b.add(md_table([L(lang, "suite"), L(lang, "prompt"), L(lang, "target_output"), L(lang, "reference_output")],
                    [(suite_name(r["suite"]), r["prompt"], f"{mark(r.get('passed'))} {md_escape(r.get('output'), 100)}",
                      f"{mark(r.get('reference_passed'))} {md_escape(r.get('reference_output'), 100)}"
-                     if "reference_output" in r else "—") for r in examples]), b.source("quality", ["suites"]))
+                     if r.get("reference_output") is not None else "—") for r in examples]), b.source("quality", ["suites"]))
 
 
 def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:

@@ -105,10 +105,19 @@ class QualityConfig(Strict):
     suite_max_items: int | None = Field(None, gt=0, description="cap items per suite (null = all)")
     chat: Literal["auto", "chat", "base"] | None = Field(
         None, description="prompt mode; null = model.chat (auto: chat when the tokenizer has a chat template)")
+    target_via: Literal["auto", "server", "offline"] = Field(
+        "auto", description="how a vllm target is asked: server = the run's shared server (the deployment's own API, "
+                            "no second start of the same configuration), offline = an offline engine of the "
+                            "section; auto = the shared server when the run has one, else offline")
+    server_concurrency: int = Field(8, gt=0, description="requests in flight when the target is served (the server "
+                                                        "batches them as an offline engine batches a list)")
     reference: bool = Field(True, description="run the float32 reference engine for the gallery")
     reference_engine: Literal["hf"] = "hf"
     reference_device: Literal["cpu", "cuda", "npu"] = "cpu"
     reference_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    reference_gallery: int | None = Field(
+        4, ge=0, description="suite items generated freely on the reference (divergent ones first); every item is "
+                             "scored teacher-forced under it; null = generate every item that diverged")
     benchmarks: list[QualityBenchmarkConfig] = Field(
         default_factory=lambda: [QualityBenchmarkConfig(name="gsm8k", n=4), QualityBenchmarkConfig(name="mmlu", n=8),
                                  QualityBenchmarkConfig(name="arc_challenge", n=8),

@@ -85,7 +85,7 @@ def _model(run: Any, target: Any, conf: Any, batch: int) -> tuple[Any, dict[str,
     name = getattr(target.engine, "model", None) or run.cfg.server.served_model_name or run.cfg.model.short_name
     chat = conf.api == "chat"
     args = {"model": name, "base_url": f"{url}/v1/{'chat/completions' if chat else 'completions'}",
-            "num_concurrent": 1, "max_retries": 3, "max_length": run.cfg.model.max_model_len,
+            "num_concurrent": getattr(target.engine, "concurrency", 1), "max_retries": 3, "max_length": run.cfg.model.max_model_len,
             "max_gen_toks": conf.max_gen_toks, "timeout": 600}
     if not chat:
         # token ids, left-truncated to max_length - max_gen_toks by lm-eval (text is sent unchecked)

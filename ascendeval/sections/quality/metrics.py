@@ -163,8 +163,17 @@ class SuiteReference(MetricsModel):
     engine: Literal["hf"]
     device: str
     dtype: str
-    pass_rate: float | None
+    loaded_as: str  # reference_model.ReferencePlan.describe(): float32, or the fallback taken and why
+    method: Literal["teacher_forced"]  # outputs scored under the reference; the gallery generated
+    pass_rate: float | None  # over the items whose reference output is known
+    pass_rate_items: int
     same_output_rate: float | None
+    target_token_top1_share: float | None  # share of the target's output tokens that are the reference's top-1
+    generated_items: int
+    gallery_budget: int | None
+    teacher_forced_confirmed: int  # agreeing items whose free reference generation matched
+    teacher_forced_contradicted: int
+    not_generated_items: int  # diverged beyond the gallery: reference output unknown
 
 
 class LmEvalDataFile(MetricsModel):

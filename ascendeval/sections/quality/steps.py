@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from ...quality_checks import (
 )
 
 log = logging.getLogger(__name__)
+SHARED_SERVER_ENV = "ASCENDEVAL_SHARED_SERVER_URL"  # runner.SharedServer.ENV (the runner imports the sections)
 
 CODE_STOPS_BASE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert"]
 DEFAULT_MAX_TOKENS = {"gsm8k": 256, "mc": 8, "humaneval": 256, "mbpp": 256}
@@ -94,18 +96,32 @@ class Target:
             self.serving.close()
 
 
+def served_target(run: Any) -> bool:
+    """Whether the target is asked through a served model: a served target always; a vllm target
+    through the run's shared server (target_via auto, when the run has one; server, always)."""
+    cfg, via = run.cfg, run.conf.target_via
+    if cfg.target.engine == "openai":
+        return True
+    if cfg.target.engine != "vllm" or via == "offline":
+        return False
+    return via == "server" or bool(os.environ.get(SHARED_SERVER_ENV))
+
+
 def open_target(run: Any) -> Target:
-    """The engine under test, from the params' target (openai: the configured or a started server)."""
+    """The engine under test: the params' served target or the run's shared server (answers over
+    the deployment's own API: no second start of the same configuration), else an offline engine."""
     cfg = run.cfg
     serving = contextlib.ExitStack()
-    if cfg.target.engine == "openai":
+    if served_target(run):
         # the params' URL, else the run's shared server, else one served here (vLLM/SGLang on
         # 127.0.0.1, stopped in close()); its start is recorded like every engine start
         url = serving.enter_context(run.served("target"))
-        eng = run.engine("target", base_url=url)
+        eng = run.engine("target", engine="openai", base_url=url, concurrency=run.conf.server_concurrency)
+        name = "openai"
     else:
         eng = run.engine("target")
-    target = Target(engine=eng, mode=chat_mode(cfg, run.conf, eng), name=cfg.target.engine, serving=serving)
+        name = cfg.target.engine
+    target = Target(engine=eng, mode=chat_mode(cfg, run.conf, eng), name=name, serving=serving)
     run.add("target", {"engine": target.name, "prompt_mode": target.mode})
     return target
 
@@ -153,57 +169,13 @@ def run_suites(run: Any, target: Target) -> SuiteResult:
             res = run_check(it["check"], g.text, code_prompt, limits)
             rows.append({"suite": suite, "id": it["id"], "mode": target.mode, "prompt": shown,
                          "check": it["check"], "output": g.text, "token_ids": g.token_ids,
+                         "prompt_token_ids": list(g.prompt_token_ids or []),
                          "passed": res.passed, "detail": res.detail})
     rate = {s: accuracy_with_stderr([r["passed"] for r in rows if r["suite"] == s])[0] for s in conf.suites}
     rate["overall"] = accuracy_with_stderr([r["passed"] for r in rows])[0]
     run.add("suites", {"mode": target.mode, "num_items": len(rows),
                        **{f"{k}_pass_rate": v for k, v in rate.items()}})
     return SuiteResult(rows=rows, pass_rate=rate, mode=target.mode)
-
-
-def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
-    """Run the same suite prompts on the float32 reference engine (hf on CPU by default) and put
-    its outputs beside the target's: the gallery shows where quality drifted."""
-    from ...engines import Sampling
-
-    conf = run.conf
-    if not conf.reference:
-        raise SectionSkipped("reference disabled in params (sections.quality.reference: false)",
-                             zh="参数文件中已关闭参考基线（sections.quality.reference: false）")
-    if suite is None:
-        raise SectionSkipped("the suites did not run on the target (see step 'suites')",
-                             zh="测试套件未在被测目标上运行（见步骤 'suites'）")
-    try:
-        mpath = run.model().path
-    except Exception as exc:  # noqa: BLE001 - e.g. a model only an external server holds
-        raise SectionSkipped(f"no local weights for the reference engine ({type(exc).__name__}: {exc})",
-                             zh=f"参考基线引擎没有本地权重（{type(exc).__name__}: {exc}）") from exc
-    if not Path(mpath).exists():
-        raise SectionSkipped("no local weights for the reference engine (model served externally)",
-                             zh="参考基线引擎没有本地权重（模型由外部服务提供）")
-    ref = run.engine("reference", engine=conf.reference_engine, device=conf.reference_device,
-                     dtype=conf.reference_dtype)
-    limits = sandbox_limits(conf)
-    try:
-        items = {(it["suite"], it["id"]): it for s in conf.suites for it in load_suite(s)}
-        target = Target(engine=ref, mode=suite.mode, name=conf.reference_engine)
-        for row in suite.rows:
-            it = items[(row["suite"], row["id"])]
-            stop = CODE_STOPS_BASE if (it["check"]["type"] == "code" and suite.mode == "base") else it.get("stop")
-            s = Sampling(max_tokens=int(it.get("max_tokens", 64)), temperature=0.0, seed=0, stop=stop)
-            g = _gen(target, [it["prompt"]], [_base_prompt(it)], s)[0]
-            res = run_check(it["check"], g.text, _base_prompt(it) if suite.mode == "base" else "", limits)
-            row.update(reference_output=g.text, reference_passed=res.passed, reference_detail=res.detail,
-                       same_as_reference=g.text == row["output"])
-    finally:
-        ref.close()
-    same = [r["same_as_reference"] for r in suite.rows]
-    info = {"engine": conf.reference_engine, "device": conf.reference_device, "dtype": conf.reference_dtype,
-            "pass_rate": accuracy_with_stderr([r["reference_passed"] for r in suite.rows])[0],
-            "same_output_rate": accuracy_with_stderr(same)[0]}
-    suite.reference = info
-    run.add("reference", info)
-    return suite
 
 
 def save_suite_rows(run: Any, suite: SuiteResult | None) -> Path | None:

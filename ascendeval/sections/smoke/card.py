@@ -73,8 +73,9 @@ def summary(m: SmokeMetrics, params: dict[str, Any], lang: str) -> Summary:
     empty = opt(m, "prompts.empty_outputs") or 0
     rate = opt(m, "determinism.identical_rate")
     # a served target was loaded by its server: no load time of ours to show
-    figures = [figure("load_s", load, L(lang, "cond_load", engine=engine, dtype=dtype or "—"), lang)] \
-        if load is not None else []
+    cond = L(lang, "cond_load_shared") if opt(m, "load.served_by") else \
+        L(lang, "cond_load", engine=engine, dtype=dtype or "—")
+    figures = [figure("load_s", load, cond, lang)] if load is not None else []
     known, hits = opt(m, "prompts.expected_count"), opt(m, "prompts.as_expected_count")
     if known:
         figures.append(figure("as_expected_count", hits, L(lang, "cond_expected", n=known), lang,

@@ -34,6 +34,9 @@ class Load(MetricsModel):
     rss_bytes: int | None
     rss_delta_bytes: int | None  # RSS growth over the load, floored at 0
     engine_info: EngineInfo
+    # the run's shared server when it is the load under test (load_s: its start, rss_bytes: its
+    # process tree); None: an engine loaded by this section
+    served_by: str | None = None
 
 
 class Prompts(MetricsModel):

@@ -6,6 +6,9 @@ a chat-template prompt, the same prompts through a served model's OpenAI API, an
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +74,17 @@ class GateResult:
         return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
 
 
+SHARED_SERVER_ENV = "ASCENDEVAL_SHARED_SERVER_URL"  # runner.SharedServer.ENV / .INFO_ENV
+SHARED_SERVER_INFO_ENV = "ASCENDEVAL_SHARED_SERVER_INFO"
+
+
+def shared_server_url(run: SectionRun) -> str | None:
+    """The run's shared server when it is the load under test: a vllm target, target_via auto."""
+    if run.cfg.target.engine != "vllm" or run.conf.target_via != "auto":
+        return None
+    return os.environ.get(SHARED_SERVER_ENV) or None
+
+
 def dummy_gate(run: SectionRun) -> GateResult:
     """Random weights (load_format=dummy): checks engine, kernels and memory in seconds before the
     real weights are read. Output text is meaningless by design; only that tokens come out counts."""
@@ -79,6 +93,10 @@ def dummy_gate(run: SectionRun) -> GateResult:
                              zh=f"dummy 权重需要 vllm 引擎（被测目标的引擎为 {run.cfg.target.engine}）")
     if not run.conf.dummy_gate:
         raise SectionSkipped("dummy_gate: false in params", zh="参数文件中设置了 dummy_gate: false")
+    if shared_server_url(run):
+        raise SectionSkipped("the run's shared server loaded the real weights before this section: a dummy-weights "
+                             "gate would come after the load it is meant to guard",
+                             zh="本次运行的共享服务已在本章节之前加载了真实权重：dummy 权重预检会排在它要把关的加载之后")
     eng = run.engine("dummy_gate", load_format="dummy")
     try:
         gens = eng.generate([p for _, p in DEFAULT_PROMPTS[:2]], Sampling(max_tokens=8, ignore_eos=True))
@@ -102,9 +120,38 @@ class Loaded:
         return self.gate.table()
 
 
+def _load_shared(run: SectionRun, url: str) -> Loaded:
+    """The run's shared server is the load under test: its start time (timed by the runner) and
+    its process tree's memory are the load's figures, and the next steps ask it over its API."""
+    from ... import engines
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(run.served("real"))  # records the use of the shared server in engine_starts
+    eng = engines.create(run.cfg, run._local_model_path(), engine="openai", base_url=url)  # a client: no start
+    eng.owned_server = stack
+    info = eng.info()
+    gens = eng.generate([DEFAULT_PROMPTS[0][1]], Sampling(max_tokens=8))
+    if not gens or gens[0].num_output_tokens == 0:
+        eng.close()
+        raise RuntimeError("the shared server's model produced no tokens")
+    pid = device_mod.listening_pid(url)
+    rss = device_mod.process_tree_memory(pid)["rss_bytes"] if pid else None
+    start = json.loads(os.environ.get(SHARED_SERVER_INFO_ENV) or "{}")
+    served_by = f"the run's shared server ({url}, pid {pid})"
+    gate = GateResult("real (shared server)", start.get("start_wall_s"), rss, [g.text for g in gens],
+                      [g.num_output_tokens for g in gens], info={**info, "served_by": served_by})
+    run.add("load", {"load_s": gate.load_s, "rss_bytes": rss, "rss_delta_bytes": None, "engine_info": info,
+                     "served_by": served_by})
+    return Loaded(eng, gate)
+
+
 def load(run: SectionRun) -> Loaded:
     """The real-weights gate: load the target engine and keep it for the next steps. A served
-    target (openai) was loaded by its server: no load time or memory of ours is its figure."""
+    target (openai) was loaded by its server: no load time or memory of ours is its figure. With
+    the run's shared server up (target_via auto), that server is the load (see _load_shared)."""
+    url = shared_server_url(run)
+    if url:
+        return _load_shared(run, url)
     served = run.cfg.target.engine == "openai"
     before = None if served else device_mod.process_tree_rss_bytes()
     eng = run.engine("real")
@@ -235,6 +282,12 @@ def served(run: SectionRun, offline: PromptRows | None) -> Served:
     if run.cfg.target.engine == "openai":
         raise SectionSkipped("the target is itself served: the prompts above already went through its API",
                              zh="被测目标本身就是服务化部署：上面的提示词已经通过其 API 发送")
+    if shared_server_url(run):
+        raise SectionSkipped("the prompts above already went through the run's shared server's API (no offline engine "
+                             "of the same configuration was started to compare with; sections.smoke.target_via: "
+                             "offline does)",
+                             zh="上面的提示词已经通过本次运行共享服务的 API 发送（未再启动同配置的离线引擎作对比；"
+                                "设置 sections.smoke.target_via: offline 可对比）")
     from ...engines.openai_engine import OpenAIEngine
 
     offline_ids = {r["prompt"]: r["token_ids"] for r in (offline.rows if offline else [])}
