@@ -26,7 +26,10 @@ def real_run(tmp_path_factory) -> tuple[Path, Path, str]:
             "model": {"id": "builtin:tiny-qwen2-untrained", "name": "tiny-report", "dtype": "bfloat16",
                       "max_model_len": 1024},
             "target": {"engine": "vllm", "device": "cpu", "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30},
-            "sections": {"environment": {"probes": False}, "smoke": {"max_tokens": 8, "dummy_gate": False}},
+            "sections": {"environment": {"probes": False}, "smoke": {"max_tokens": 8, "dummy_gate": False,
+                                                                                # offline load + served comparison:
+                                                                                # the tables these tests read
+                                                                                "target_via": "offline"}},
         }, sort_keys=False), encoding="utf-8")
         out = base / "outputs"
         proc = run_cli(["run", str(params), "--sections", "environment,smoke,report", "--run-id", "rep",

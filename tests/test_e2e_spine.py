@@ -28,7 +28,8 @@ def manifest_shared_server_ok(run_dir) -> bool:
 
 
 def test_environment_and_smoke_on_vllm(tmp_path, params_factory, cli):
-    params = params_factory("tiny-vllm")
+    # target_via offline: an offline engine loads here and the served prompts are compared with it
+    params = params_factory("tiny-vllm", sections={"smoke": {"max_tokens": 8, "target_via": "offline"}})
     out = tmp_path / "outputs"
     proc = cli(["run", str(params), "--sections", "environment,smoke", "--run-id", "e2e", "--no-progress"], out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
@@ -78,6 +79,35 @@ def test_environment_and_smoke_on_vllm(tmp_path, params_factory, cli):
     manifest = json.loads((run_dir / "run.json").read_text())
     assert [s["section"] for s in manifest["sections"]] == ["environment", "smoke"]
     assert all(s["wall_s"] > 0 for s in manifest["sections"])
+    assert no_server_left(str(run_dir))
+
+
+def test_smoke_through_the_shared_server(tmp_path, params_factory, cli):
+    """target_via auto (the default): the run's shared server is the load under test and the
+    prompts go through its API; the same configuration is not started a second time."""
+    params = params_factory("tiny-shared")
+    out = tmp_path / "outputs"
+    proc = cli(["run", str(params), "--sections", "smoke", "--run-id", "sh", "--no-progress"], out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    run_dir = out / "tiny-shared" / "sh"
+    rec = records.load(run_dir, "smoke")
+    assert rec["status"] == "ok", rec["reason"]
+    assert records.validate_record(rec) == []
+    m = rec["metrics"]
+    shared = json.loads((run_dir / "run.json").read_text())["shared_server"]
+    assert manifest_shared_server_ok(run_dir)
+    # the load's figures are the shared server's: its start (timed by the runner), its memory
+    assert m["load"]["load_s"] == shared["start_wall_s"] and m["load"]["served_by"].startswith("the run's shared server")
+    assert m["load"]["rss_bytes"] > 100 * 2**20 and m["load"]["engine_info"]["engine"] == "openai"
+    assert m["prompts"]["count"] == 10 and m["determinism"]["prompts"] == 10
+    steps = m["steps"]
+    assert steps["dummy_gate"]["status"] == "skipped" and "shared server" in steps["dummy_gate"]["reason"]
+    assert steps["served"]["status"] == "skipped" and "target_via: offline" in steps["served"]["reason"]
+    assert steps["dummy_gate"]["reason_zh"] and steps["served"]["reason_zh"]
+    # no engine started by the section: one use of the shared server, no vllm start
+    assert [(s["label"], s["engine"], s.get("shared")) for s in m["engine_starts"]] == [("real", "server", True)]
+    rows = records.load_rows(run_dir, "smoke", "prompts")
+    assert len(rows) == 10 and all(r["output_tokens"] >= 1 and r["latency_s"] > 0 for r in rows)
     assert no_server_left(str(run_dir))
 
 

@@ -144,3 +144,33 @@ def test_hf_stop_strings_follow_vllm_convention():
         eng.close()
     assert stopped.finish_reason == "stop"
     assert stopped.text == free.text[:cut] and stop not in stopped.text
+
+
+def test_openai_engine_sends_a_list_concurrently_and_keeps_its_order():
+    """`concurrency`: a list of prompts is sent with that many requests in flight (the server
+    batches them as an offline engine batches a list), answers in the prompts' order; 1 (the
+    default) sends them one after another, so each request's latency is its own."""
+    from ascendeval.engines import Sampling
+    from ascendeval.engines.openai_engine import OpenAIEngine
+    from ascendeval.simserver import SimServer, SimSpec
+
+    srv = SimServer(SimSpec(ttft_s=0.2, tpot_s=0.01)).start()
+    try:
+        for conc, overlap in ((1, False), (4, True)):
+            eng = OpenAIEngine(srv.url, concurrency=conc)
+            try:
+                prompts = [f"prompt {i}" for i in range(4)]
+                gens = eng.generate(prompts, Sampling(max_tokens=3, temperature=0.0))
+                assert [g.prompt for g in gens] == prompts and all(g.num_output_tokens == 3 for g in gens)
+                assert eng.info()["concurrency"] == conc
+                events = sorted(srv.events[-4:], key=lambda e: e["received"])
+                # overlapping: each later request arrived before the first one finished
+                ends = [e["writes"][-1] for e in events]
+                overlapped = all(e["received"] < ends[0] for e in events[1:])
+                assert overlapped is overlap, (conc, events)
+                chats = eng.chat([[{"role": "user", "content": p}] for p in prompts], Sampling(max_tokens=2))
+                assert len(chats) == 4 and all(g.num_output_tokens == 2 for g in chats)
+            finally:
+                eng.close()
+    finally:
+        srv.stop()

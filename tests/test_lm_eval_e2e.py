@@ -19,8 +19,10 @@ from ascendeval import records, verify
 pytestmark = pytest.mark.e2e
 pytest.importorskip("lm_eval", reason="the lm-eval extra (pip install -e '.[lm-eval]')")
 
+# target_via offline: a vllm target is asked through an offline engine here (the engine backend
+# under test), not through the run's shared server
 QUALITY = {"suites": ["arithmetic"], "suite_max_items": 1, "reference": False, "batch_invariance": False,
-           "benchmarks": [{"name": "gsm8k", "n": 1, "max_tokens": 8}]}
+           "benchmarks": [{"name": "gsm8k", "n": 1, "max_tokens": 8}], "target_via": "offline"}
 
 
 def test_lm_eval_on_the_offline_engine_against_an_accuracy_config(tmp_path, params_factory):

@@ -4,6 +4,7 @@ what is tested is that every item is generated, checked, recorded and summarised
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,8 @@ SMALL = {
 
 
 def test_quality_notebook_on_vllm(tmp_path, params_factory):
+    """A vllm target with target_via auto: the run's shared server (started for this section) is
+    the target, asked over its API; no offline engine of the same configuration starts."""
     params = params_factory("tiny-q", sections={"quality": SMALL})
     out = tmp_path / "outputs"
     proc = run_cli(["run", str(params), "--sections", "quality", "--run-id", "e2e", "--no-progress"], out)
@@ -46,7 +49,13 @@ def test_quality_notebook_on_vllm(tmp_path, params_factory):
     steps = m["steps"]
     for name in ("target", "suites", "benchmarks", "baselines", "batch_invariance", "reference"):
         assert steps[name]["status"] == "ok", (name, steps[name])
-    assert m["target"]["engine"] == "vllm" and m["target"]["prompt_mode"] in ("chat", "base")
+    assert m["target"]["engine"] == "openai" and m["target"]["prompt_mode"] in ("chat", "base")
+    starts = m["engine_starts"]
+    assert [(s["label"], s["engine"], s.get("shared")) for s in starts if s["label"] == "target"] == \
+        [("target", "server", True), ("target", "openai", None)]
+    assert not any(s["engine"] == "vllm" for s in starts), starts
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["shared_server"]["users"] == ["quality"] and manifest["shared_server"]["status"] == "ok"
     assert m["suites"]["num_items"] == 6 and 0 <= m["suites"]["overall_pass_rate"] <= 1
 
     b = m["benchmarks"]
@@ -77,7 +86,13 @@ def test_quality_notebook_on_vllm(tmp_path, params_factory):
 
     suites = records.load_rows(run_dir, "quality", "suites")
     assert len(suites) == 6 and all("reference_output" in r and "same_as_reference" in r for r in suites)
-    assert m["reference"]["dtype"] == "float32" and m["reference"]["engine"] == "hf"
+    assert all(r["prompt_token_ids"] and r["token_ids"] for r in suites)  # the server returned both
+    ref = m["reference"]
+    assert ref["dtype"] == "float32" and ref["engine"] == "hf" and ref["loaded_as"] == "float32 on cpu"
+    assert ref["method"] == "teacher_forced" and ref["generated_items"] == min(4, 6)
+    assert ref["teacher_forced_contradicted"] == 0
+    assert all(r["reference_method"] in ("teacher_forced", "generated") for r in suites)
+    assert all(0 <= r["reference_top1_share"] <= 1 for r in suites)
     assert (run_dir / "04_quality.ipynb").exists() or any(run_dir.rglob("04_quality*.ipynb"))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...errors import SectionSkipped
 from ...quality_checks import accuracy_with_stderr, run_check
-from .steps import CODE_STOPS_BASE, SuiteResult, Target, _base_prompt, _gen, load_suite, sandbox_limits
+from .steps import SuiteResult, Target, _base_prompt, _gen, _suite_sampling, load_suite, sandbox_limits
 
 
 def _prompt_ids(ref: Any, row: dict[str, Any], it: dict[str, Any], mode: str) -> list[int]:
@@ -60,8 +60,6 @@ def score_output(ref: Any, prompt_ids: list[int], output_ids: list[int]) -> dict
 
 def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     """Score every suite output under the reference; generate the gallery's divergent items."""
-    from ...engines import Sampling
-
     conf = run.conf
     if not conf.reference:
         raise SectionSkipped("reference disabled in params (sections.quality.reference: false)",
@@ -105,9 +103,7 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
                 [r for r in suite.rows if r["same_as_reference"] is True]
         for row in order[:budget] if budget is not None else order:
             it = items[(row["suite"], row["id"])]
-            stop = CODE_STOPS_BASE if (it["check"]["type"] == "code" and suite.mode == "base") else it.get("stop")
-            s = Sampling(max_tokens=int(it.get("max_tokens", 64)), temperature=0.0, seed=0, stop=stop)
-            g = _gen(target, [it["prompt"]], [_base_prompt(it)], s)[0]
+            g = _gen(target, [it["prompt"]], [_base_prompt(it)], _suite_sampling(it, suite.mode))[0]
             generated += 1
             if row["same_as_reference"] is True:
                 row["reference_confirms_teacher_forced"] = g.text == row["output"]

@@ -151,26 +151,38 @@ class SuiteResult:
     reference: dict[str, Any] = field(default_factory=dict)
 
 
-def run_suites(run: Any, target: Target) -> SuiteResult:
-    """Run every configured suite on the target; score each output with its check."""
+def _suite_sampling(it: dict[str, Any], mode: str) -> Any:
+    """Greedy, the item's budget and stops (base-mode code: stop at the next top-level statement)."""
     from ...engines import Sampling
 
+    stop = CODE_STOPS_BASE if (it["check"]["type"] == "code" and mode == "base") else it.get("stop")
+    return Sampling(max_tokens=int(it.get("max_tokens", 64)), temperature=0.0, seed=0, stop=stop)
+
+
+def run_suites(run: Any, target: Target) -> SuiteResult:
+    """Run every configured suite on the target; score each output with its check."""
     conf = run.conf
     limits = sandbox_limits(conf)
+    items = [it for suite in conf.suites for it in load_suite(suite)[: conf.suite_max_items]]
+    samplings = [_suite_sampling(it, target.mode) for it in items]
+    # one engine call per distinct sampling (budget, stops): the engine batches the items as it
+    # batches any list (the server, `server_concurrency` requests at once); batch_invariance
+    # below measures whether batching changes a greedy output
+    gens: list[Any] = [None] * len(items)
+    for key in dict.fromkeys((s.max_tokens, tuple(s.stop or ())) for s in samplings):
+        idx = [i for i, s in enumerate(samplings) if (s.max_tokens, tuple(s.stop or ())) == key]
+        outs = _gen(target, [items[i]["prompt"] for i in idx], [_base_prompt(items[i]) for i in idx], samplings[idx[0]])
+        for i, g in zip(idx, outs):
+            gens[i] = g
     rows: list[dict[str, Any]] = []
-    for suite in conf.suites:
-        items = load_suite(suite)[: conf.suite_max_items]
-        for it in items:
-            stop = CODE_STOPS_BASE if (it["check"]["type"] == "code" and target.mode == "base") else it.get("stop")
-            s = Sampling(max_tokens=int(it.get("max_tokens", 64)), temperature=0.0, seed=0, stop=stop)
-            g = _gen(target, [it["prompt"]], [_base_prompt(it)], s)[0]
-            shown = it["prompt"] if target.mode == "chat" else _base_prompt(it)
-            code_prompt = _base_prompt(it) if target.mode == "base" else ""
-            res = run_check(it["check"], g.text, code_prompt, limits)
-            rows.append({"suite": suite, "id": it["id"], "mode": target.mode, "prompt": shown,
-                         "check": it["check"], "output": g.text, "token_ids": g.token_ids,
-                         "prompt_token_ids": list(g.prompt_token_ids or []),
-                         "passed": res.passed, "detail": res.detail})
+    for it, g in zip(items, gens):
+        shown = it["prompt"] if target.mode == "chat" else _base_prompt(it)
+        code_prompt = _base_prompt(it) if target.mode == "base" else ""
+        res = run_check(it["check"], g.text, code_prompt, limits)
+        rows.append({"suite": it["suite"], "id": it["id"], "mode": target.mode, "prompt": shown,
+                     "check": it["check"], "output": g.text, "token_ids": g.token_ids,
+                     "prompt_token_ids": list(g.prompt_token_ids or []),
+                     "passed": res.passed, "detail": res.detail})
     rate = {s: accuracy_with_stderr([r["passed"] for r in rows if r["suite"] == s])[0] for s in conf.suites}
     rate["overall"] = accuracy_with_stderr([r["passed"] for r in rows])[0]
     run.add("suites", {"mode": target.mode, "num_items": len(rows),
