@@ -147,6 +147,36 @@ def timing_rows(data: RunData, lang: str = "en") -> list[tuple[str, str, float]]
     return rows
 
 
+NEUTRAL_OVERRIDES = {"max_logprobs"}  # engine settings that change no figure of the target (precision's logprob cap)
+
+
+def start_role(st: dict) -> str:
+    """What an engine start was: the target's configuration (offline or served), a comparison
+    configuration (any override that changes the engine), the reference, or an API client."""
+    engine, over = st.get("engine"), set((st.get("overrides") or {}).keys()) - NEUTRAL_OVERRIDES
+    if engine == "hf" and st.get("reference_plan") is not None or str(st.get("label", "")).endswith("reference"):
+        return "role_reference"
+    if engine == "openai":
+        return "role_client"
+    if over:
+        return "role_comparison"
+    return "role_target_served" if engine == "server" else "role_target_offline"
+
+
+def target_starts(data: RunData) -> list[str]:
+    """Sections (in run order) that started the target's own configuration, the shared server first."""
+    out = []
+    shared = (data.manifest or {}).get("shared_server")
+    if isinstance(shared, dict) and shared.get("status") == "ok":
+        out.append("shared")
+    for section in sections_mod.NAMES:
+        for st in get(data.rec(section), "metrics.engine_starts") or []:
+            if isinstance(st, dict) and not st.get("shared") and start_role(st) in ("role_target_offline",
+                                                                                   "role_target_served"):
+                out.append(section)
+    return out
+
+
 def _sec_timing(b: CardBuilder) -> None:
     lang = b.lang
     rows = timing_rows(b.d, lang)
@@ -155,10 +185,27 @@ def _sec_timing(b: CardBuilder) -> None:
     b.add(f"## {L(lang, 'sec_timing')}")
     total = (b.d.manifest or {}).get("wall_s")
     kinds = {"section": L(lang, "section"), "engine": L(lang, "kind_engine")}
-    table = [(w, kinds.get(k, k), fmt(s, "wall_s")) for w, k, s in rows]
+    shared = (b.d.manifest or {}).get("shared_server")
+    # one role per engine row of timing_rows, in its order (the same conditions)
+    roles = [L(lang, "role_target_served")] if isinstance(shared, dict) and isinstance(
+        shared.get("start_wall_s"), (int, float)) else []
+    for section in sections_mod.NAMES:
+        for st in get(b.d.rec(section), "metrics.engine_starts") or []:
+            if isinstance(st, dict) and isinstance(st.get("wall_s"), (int, float)):
+                role = start_role(st)
+                keys = sorted(set((st.get("overrides") or {}).keys()) - NEUTRAL_OVERRIDES)
+                roles.append(L(lang, role, keys=", ".join(keys)) if role == "role_comparison" else L(lang, role))
+    roles_iter = iter(roles)
+    table = [(w, kinds.get(k, k), next(roles_iter, "—") if k == "engine" else "", fmt(s, "wall_s"))
+             for w, k, s in rows]
     if isinstance(total, (int, float)):
-        table.append((L(lang, "total"), L(lang, "kind_run"), fmt(total, "wall_s")))
-    b.add(md_table([L(lang, "what"), L(lang, "kind"), L(lang, "wall_s")], table),
+        table.append((L(lang, "total"), L(lang, "kind_run"), "", fmt(total, "wall_s")))
+    starts = target_starts(b.d)
+    if starts:
+        where = [L(lang, "shared_server") if s == "shared" else
+                 f"{section_label(s, lang)} ({L(lang, f'why_offline_{s}')})" for s in starts]
+        b.add(L(lang, "target_starts", n=len(starts), where=L(lang, "list_sep").join(where)))
+    b.add(md_table([L(lang, "what"), L(lang, "kind"), L(lang, "start_role"), L(lang, "wall_s")], table),
           f"<sub>{L(lang, 'source')}: [run.json](run.json) · records/*.json `engine_starts`</sub>")
     b.image("artifacts/report_wall_times.png", L(lang, "wall_times"))
 
