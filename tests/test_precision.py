@@ -177,3 +177,23 @@ def test_prompts_and_config_errors():
         _cfg("float32", top_k=8, target_logprobs=4)
     with pytest.raises(config.ConfigError, match="positions: 'some' is not allowed"):
         _cfg("float32", positions="some")
+
+
+def test_full_vocab_kl_of_float32_logprobs_over_a_qwen_vocabulary_is_not_negative():
+    """vLLM returns a float32 log_softmax; over 151,936 tokens its mass is 1 only to ~1e-7. The
+    KL of the same distribution read back that way came out at -9.4e-8 on the Qwen2-0.5B shape
+    and the precision section failed its range check. Renormalised in float64 it is >= 0 and ~0."""
+    import torch
+
+    from ascendeval.sections.precision.steps import full_vocab_rows
+
+    torch.manual_seed(0)
+    logits = torch.randn(8, 151_936) * 2
+    as_vllm = torch.log_softmax(logits.float(), -1)
+    ref = torch.log_softmax(logits.double(), -1)
+    naive = (ref.exp() * (ref - as_vllm.double())).sum(-1)
+    assert (naive < -1e-9).any()  # the failure this guards against is real at this vocabulary size
+    rows = full_vocab_rows(logits, as_vllm)
+    assert all(0 <= r["kl"] < 1e-9 and r["top1_match"] and r["cosine"] > 1 - 1e-9 for r in rows)
+    other = full_vocab_rows(logits, torch.log_softmax(logits.float() * 1.1, -1))  # a real difference stays
+    assert all(r["kl"] > 1e-3 for r in other)

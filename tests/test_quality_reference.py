@@ -6,6 +6,7 @@ bfloat16 target whose outputs partly leave the float32 reference's greedy path."
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -78,3 +79,22 @@ def test_the_gallery_takes_diverged_items_first(suite_and_run):
     assert res.reference["loaded_as"] == "float32 on cpu" and res.reference["method"] == "teacher_forced"
     rec = run.finish()
     assert records.validate_record(rec) == []
+
+
+def test_verify_recomputes_the_reference_figures(suite_and_run):
+    run, suite = suite_and_run
+    res = _reference(run, suite, 0)  # every row decided teacher-forced
+    quality.save_suite_rows(run, res)
+    run.finish()
+    from ascendeval import verify
+
+    checked = verify.verify_run(run.run_dir)
+    assert not [p for p in checked.problems if "reference" in str(p)], checked.problems
+    path = run.run_dir / "records" / "quality.suites.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    i = next(i for i, r in enumerate(rows) if r["same_as_reference"] is False)
+    rows[i]["same_as_reference"] = True  # claims agreement the teacher-forced scores do not show
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    problems = [str(p) for p in verify.verify_run(run.run_dir).problems]
+    assert any("quality.reference.same_output_rate" in p for p in problems), problems
+    assert any(f"quality.suites[{rows[i]['suite']}/{rows[i]['id']}]" in p for p in problems), problems

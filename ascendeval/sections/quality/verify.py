@@ -22,6 +22,9 @@ def rule(res: VerifyResult, rec: dict[str, Any], run_dir: Path) -> None:
             res.same(f"quality.suites.{suite}_pass_rate", s.get(f"{suite}_pass_rate"), sum(vals) / len(vals))
         res.same("quality.suites.overall_pass_rate", s.get("overall_pass_rate"),
                  sum(bool(r.get("passed")) for r in rows) / len(rows))
+    ref = m.get("reference")
+    if rows and isinstance(ref, dict) and ref.get("method") == "teacher_forced":
+        _reference(res, ref, rows)
     items = sidecar_rows(run_dir, "quality", "items", res)
     bench = m.get("benchmarks")
     if items and isinstance(bench, dict):
@@ -101,3 +104,24 @@ def _lm_eval(res: VerifyResult, m: dict[str, Any], run_dir: Path) -> None:
             res.same(f"{where}.measured", r.get("measured"), round(got, 4))
             res.same(f"{where}.passed", r.get("passed"),
                      bool(np.isclose(r.get("expected_value"), round(got, 4), rtol=comp.get("rtol"))))
+
+
+def _reference(res: VerifyResult, ref: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The gallery's reference figures from the suites rows (sections/quality/reference.py)."""
+    known = [bool(r["reference_passed"]) for r in rows if r.get("reference_passed") is not None]
+    same = [bool(r["same_as_reference"]) for r in rows if r.get("same_as_reference") is not None]
+    shares = [r["reference_top1_share"] for r in rows if r.get("reference_top1_share") is not None]
+    res.same("quality.reference.pass_rate_items", ref.get("pass_rate_items"), len(known))
+    res.same("quality.reference.pass_rate", ref.get("pass_rate"), sum(known) / len(known) if known else None)
+    res.same("quality.reference.same_output_rate", ref.get("same_output_rate"), sum(same) / len(same) if same else None)
+    res.same("quality.reference.target_token_top1_share", ref.get("target_token_top1_share"),
+             sum(shares) / len(shares) if shares else None)
+    res.same("quality.reference.generated_items", ref.get("generated_items"),
+             sum(1 for r in rows if r.get("reference_method") == "generated"))
+    res.same("quality.reference.teacher_forced_contradicted", ref.get("teacher_forced_contradicted"),
+             sum(1 for r in rows if r.get("reference_confirms_teacher_forced") is False))
+    for r in rows:  # "same output" decided by teacher forcing: every target token is the reference's top-1
+        if r.get("reference_method") == "teacher_forced" and r.get("same_as_reference") is True \
+                and r.get("reference_first_divergence") is not None:
+            res.problem(f"quality.suites[{r.get('suite')}/{r.get('id')}]",
+                        "same_as_reference without teacher-forced agreement at every token")
