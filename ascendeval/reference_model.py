@@ -115,8 +115,11 @@ def device_available(kind: str) -> tuple[int | None, str]:
 
 
 def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str, fallbacks: list[str],
-         budget_gb: float | None = None, max_tokens: int = 2048) -> ReferencePlan:
-    """The reference to load (see module docstring). Raises ReferenceDoesNotFit with one line."""
+         budget_gb: float | None = None, max_tokens: int = 2048, alongside_target: bool = False) -> ReferencePlan:
+    """The reference to load (see module docstring). Raises ReferenceDoesNotFit with one line.
+
+    `alongside_target`: the target's engine starts on its device while the reference is loaded
+    (precision): the `device` fallback would take the memory that engine is sized to claim."""
     n = num_parameters(model_path)
     vocab = _vocab_size(model_path)
 
@@ -138,10 +141,13 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
     for fb in fallbacks:
         if fb == "bfloat16" and dtype != "bfloat16":
             cand = ("bfloat16", device)
-        elif fb == "device" and target_device != "cpu" and device != target_device:
+        elif fb == "device" and target_device != "cpu" and device != target_device and not alongside_target:
             cand = (dtype, target_device)
         else:
-            tried.append(f"fallback '{fb}' does not apply (reference {dtype} on {device}, target on {target_device})")
+            why_not = "the target's engine shares that device while the reference is loaded" if (
+                fb == "device" and alongside_target and target_device != "cpu") else \
+                f"reference {dtype} on {device}, target on {target_device}"
+            tried.append(f"fallback '{fb}' does not apply ({why_not})")
             continue
         need = need_bytes(n, cand[0], vocab, max_tokens)
         a, s = available(cand[1])

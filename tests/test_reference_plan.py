@@ -95,3 +95,11 @@ def test_params_refuse_an_unknown_fallback():
     with pytest.raises(config.ConfigError) as exc:
         config.parse({"model": {"id": "x"}, "reference": {"fallback": ["offload"]}})
     assert "reference.fallback" in str(exc.value) and "bfloat16" in str(exc.value)
+
+
+def test_device_fallback_does_not_apply_beside_a_target_starting_on_that_device(tiny):
+    # precision keeps the reference loaded while the target's engine starts on its accelerator
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="cpu", target_device="npu", fallbacks=["device"], budget_gb=0.01,
+                alongside_target=True)
+    assert "fallback 'device' does not apply (the target's engine shares that device" in str(exc.value)

@@ -128,7 +128,8 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
         # planned against the memory it may use; a fallback (bfloat16, on the device) is recorded
         longest = max((len(p.text) for p in prompts), default=0) + conf.max_new_tokens  # chars >= tokens
         eng = run.reference("reference", device=conf.reference_device, dtype=conf.reference_dtype,
-                            max_tokens=min(longest, cfg.model.max_model_len or longest))
+                            max_tokens=min(longest, cfg.model.max_model_len or longest),
+                            alongside_target=True)  # the target starts while it is loaded
     else:
         eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
     load_s = time.perf_counter() - t0

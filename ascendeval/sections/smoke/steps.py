@@ -241,8 +241,17 @@ def determinism(run: SectionRun, loaded: Loaded | None) -> Determinism:
         raise SectionSkipped("determinism: false in params", zh="参数文件中设置了 determinism: false")
     eng = _need(loaded)
     prompts = [p for _, p in _prompts(run)]
-    first = eng.generate(prompts, _greedy(run))
-    second = eng.generate(prompts, _greedy(run))
+    # a batch: a served engine gets the prompts all at once (it answers them one by one otherwise,
+    # to keep each prompt's latency its own in run_prompts)
+    one_by_one = getattr(eng, "concurrency", None)
+    if one_by_one is not None:
+        eng.concurrency = len(prompts)
+    try:
+        first = eng.generate(prompts, _greedy(run))
+        second = eng.generate(prompts, _greedy(run))
+    finally:
+        if one_by_one is not None:
+            eng.concurrency = one_by_one
     rows = []
     for p, a, b in zip(prompts, first, second):
         pos = first_difference(a.token_ids, b.token_ids)
