@@ -26,6 +26,9 @@ from . import paths, records
 
 log = logging.getLogger("ascendeval")
 T = TypeVar("T")
+# the run's shared server (runner.SharedServer): its URL, and its start time and command as JSON
+SHARED_SERVER_ENV = "ASCENDEVAL_SHARED_SERVER_URL"
+SHARED_SERVER_INFO_ENV = "ASCENDEVAL_SHARED_SERVER_INFO"
 
 
 def new_run_id(cfg: config_mod.RunConfig) -> str:
@@ -221,6 +224,16 @@ class SectionRun:
         self.add("engine_starts", self.engine_starts)
         return eng
 
+    @staticmethod
+    def shared_server_url() -> str | None:
+        """The run's shared server (started by the runner for the whole run), None without one."""
+        return os.environ.get(SHARED_SERVER_ENV) or None
+
+    @staticmethod
+    def shared_server_info() -> dict[str, Any]:
+        """Its start time (`start_wall_s`, timed by the runner), URL and command; {} without one."""
+        return json.loads(os.environ.get(SHARED_SERVER_INFO_ENV) or "{}")
+
     @contextlib.contextmanager
     def served(self, label: str = "server", fresh: bool = False, **overrides: Any) -> Iterator[str]:
         """Base URL of a served model: params' server.url, the run's shared server, or one started
@@ -232,7 +245,7 @@ class SectionRun:
         if self.cfg.server.url and not overrides:
             yield self.cfg.server.url.rstrip("/")
             return
-        shared = os.environ.get("ASCENDEVAL_SHARED_SERVER_URL")
+        shared = self.shared_server_url()
         if shared and not overrides and not fresh:
             # started once by the runner for the whole run; its start time is in run.json
             self.engine_starts.append({"label": label, "engine": "server", "shared": True, "wall_s": None,

@@ -23,6 +23,7 @@ from typing import Any
 from . import config as config_mod
 from . import paths, preflight, records
 from . import sections as sections_mod
+from . import context
 from .context import new_run_id
 
 log = logging.getLogger("ascendeval.runner")
@@ -211,8 +212,8 @@ class SharedServer:
     a memory fraction a resident server would starve the offline engines other sections start.
     """
 
-    ENV = "ASCENDEVAL_SHARED_SERVER_URL"
-    INFO_ENV = "ASCENDEVAL_SHARED_SERVER_INFO"  # its start time and command, for smoke's load figures
+    ENV = context.SHARED_SERVER_ENV
+    INFO_ENV = context.SHARED_SERVER_INFO_ENV  # its start time and command, for smoke's load figures
 
     def __init__(self, cfg: config_mod.RunConfig, run_dir: Path, to_run: list[str]):
         self.cfg, self.run_dir = cfg, run_dir

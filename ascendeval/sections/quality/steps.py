@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ from ...quality_checks import (
 )
 
 log = logging.getLogger(__name__)
-SHARED_SERVER_ENV = "ASCENDEVAL_SHARED_SERVER_URL"  # runner.SharedServer.ENV (the runner imports the sections)
 
 CODE_STOPS_BASE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert"]
 DEFAULT_MAX_TOKENS = {"gsm8k": 256, "mc": 8, "humaneval": 256, "mbpp": 256}
@@ -104,7 +102,7 @@ def served_target(run: Any) -> bool:
         return True
     if cfg.target.engine != "vllm" or via == "offline":
         return False
-    return via == "server" or bool(os.environ.get(SHARED_SERVER_ENV))
+    return via == "server" or run.shared_server_url() is not None
 
 
 def open_target(run: Any) -> Target:

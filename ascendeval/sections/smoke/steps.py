@@ -7,8 +7,6 @@ a chat-template prompt, the same prompts through a served model's OpenAI API, an
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,15 +72,11 @@ class GateResult:
         return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
 
 
-SHARED_SERVER_ENV = "ASCENDEVAL_SHARED_SERVER_URL"  # runner.SharedServer.ENV / .INFO_ENV
-SHARED_SERVER_INFO_ENV = "ASCENDEVAL_SHARED_SERVER_INFO"
-
-
 def shared_server_url(run: SectionRun) -> str | None:
     """The run's shared server when it is the load under test: a vllm target, target_via auto."""
     if run.cfg.target.engine != "vllm" or run.conf.target_via != "auto":
         return None
-    return os.environ.get(SHARED_SERVER_ENV) or None
+    return run.shared_server_url()
 
 
 def dummy_gate(run: SectionRun) -> GateResult:
@@ -136,7 +130,7 @@ def _load_shared(run: SectionRun, url: str) -> Loaded:
         raise RuntimeError("the shared server's model produced no tokens")
     pid = device_mod.listening_pid(url)
     rss = device_mod.process_tree_memory(pid)["rss_bytes"] if pid else None
-    start = json.loads(os.environ.get(SHARED_SERVER_INFO_ENV) or "{}")
+    start = run.shared_server_info()
     served_by = f"the run's shared server ({url}, pid {pid})"
     gate = GateResult("real (shared server)", start.get("start_wall_s"), rss, [g.text for g in gens],
                       [g.num_output_tokens for g in gens], info={**info, "served_by": served_by})
