@@ -208,7 +208,7 @@ class SectionRun:
         return eng
 
     def reference(self, label: str = "reference", *, device: str, dtype: str, max_tokens: int = 2048,
-                  alongside_target: bool = False) -> Any:
+                  alongside_target: bool = False, target_bytes: int = 0) -> Any:
         """The float32 (or fallback) transformers reference, planned against the memory it may use
         before it loads (reference_model.plan; ReferenceDoesNotFit is one line). The engine carries
         its plan as `.plan`, and the plan is in this start's engine_starts entry."""
@@ -217,7 +217,7 @@ class SectionRun:
         rc = self.cfg.reference
         p = reference_model.plan(self.model().path, dtype=dtype, device=device, target_device=self.cfg.target.device,
                                  fallbacks=list(rc.fallback), budget_gb=rc.memory_budget_gb, max_tokens=max_tokens,
-                                 alongside_target=alongside_target)
+                                 alongside_target=alongside_target, target_bytes=target_bytes)
         eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype)
         eng.plan = p
         self.engine_starts[-1]["reference_plan"] = p.info()

@@ -42,17 +42,19 @@ class ReferenceDoesNotFit(RuntimeError):
 class ReferencePlan:
     dtype: str
     device: str
-    need_bytes: int
+    need_bytes: int | None  # None: not computed (no parameter count)
     available_bytes: int | None
     available_source: str
     num_parameters: int
     fallback: str | None  # None: the configured reference; else the fallback taken
-    reason: str | None  # why the fallback was taken
+    reason: str | None  # why the fallback was taken, or why memory was not checked
 
     def describe(self) -> str:
         """'float32 on cpu', 'bfloat16 on cpu (fallback: ...)': the card's words for it."""
         text = f"{self.dtype} on {self.device}"
-        return f"{text} (fallback '{self.fallback}': {self.reason})" if self.fallback else text
+        if self.fallback:
+            return f"{text} (fallback '{self.fallback}': {self.reason})"
+        return f"{text} ({self.reason})" if self.reason else text
 
     def info(self) -> dict[str, Any]:
         return {**asdict(self), "described": self.describe()}
@@ -81,24 +83,64 @@ def need_bytes(n_params: int, dtype: str, vocab: int, max_tokens: int) -> int:
     return n_params * DTYPE_BYTES[dtype] + 2 * 4 * vocab * max_tokens + RUNTIME_MARGIN_BYTES
 
 
-def _cgroup_headroom() -> int | None:
-    """memory.max - memory.current of this process's cgroup (v2), None when unlimited/unknown."""
+def _read_int(path: Path) -> int | None:
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
+        text = path.read_text().strip()
+    except OSError:
         return None
+    return None if text == "max" or not text.lstrip("-").isdigit() else int(text)
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+                    ) -> tuple[int, str] | None:
+    """(limit - usage, which files) of this process's memory cgroup, v2 or v1, or None when it
+    has no limit. Usage leaves out the inactive page cache (the kernel reclaims it before it
+    kills anything: the weights just read from disk sit there). Containers report the host's
+    memory in /proc/meminfo, so without this a 14B reference looks like it fits a 32 GB pod."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hid, ctrls, rel = line.split(":", 2)
+        rel = rel.lstrip("/")
+        if hid == "0" and ctrls == "":  # v2: one unified hierarchy
+            files = ("memory.max", "memory.current", "memory.stat", "inactive_file")
+            bases = [root / rel, root / "unified" / rel, root, root / "unified"]
+        elif "memory" in ctrls.split(","):  # v1: the memory controller's own hierarchy
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")
+            bases = [root / "memory" / rel, root / "memory"]
+        else:
+            continue
+        for base in bases:  # the process's own group, else the namespace's root view of it
+            limit, usage = _read_int(base / files[0]), _read_int(base / files[1])
+            if usage is None:
+                continue
+            if limit is None or limit >= 1 << 60:  # "max" / v1's page-rounded LONG_MAX: no limit here
+                break
+            used = usage - _stat(base / files[2], files[3])
+            return limit - used, f"cgroup {base / files[0]} - usage without inactive page cache"
+    return None
 
 
 def host_available() -> tuple[int, str]:
     import psutil
 
     avail = int(psutil.virtual_memory().available)
-    cg = _cgroup_headroom()
-    if cg is not None and cg < avail:
-        return cg, "cgroup memory.max - memory.current"
+    cg = cgroup_headroom()
+    if cg is not None and cg[0] < avail:
+        return cg
     return avail, "host MemAvailable"
 
 
@@ -115,18 +157,28 @@ def device_available(kind: str) -> tuple[int | None, str]:
 
 
 def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str, fallbacks: list[str],
-         budget_gb: float | None = None, max_tokens: int = 2048, alongside_target: bool = False) -> ReferencePlan:
+         budget_gb: float | None = None, max_tokens: int = 2048, alongside_target: bool = False,
+         target_bytes: int = 0) -> ReferencePlan:
     """The reference to load (see module docstring). Raises ReferenceDoesNotFit with one line.
 
     `alongside_target`: the target's engine starts on its device while the reference is loaded
-    (precision): the `device` fallback would take the memory that engine is sized to claim."""
+    (precision): the `device` fallback would take the memory that engine is sized to claim, and
+    on the host the target's own memory (`target_bytes`: its weights and KV cache) is kept free."""
     n = num_parameters(model_path)
     vocab = _vocab_size(model_path)
+    if n == 0:  # no weights files whose size says anything: load as configured, and say so
+        avail, source = host_available() if device == "cpu" else device_available(device)
+        return ReferencePlan(dtype, device, None, avail, source, 0, None,
+                             "memory not checked: no safetensors/bin weights to count the parameters of")
 
     def available(dev: str) -> tuple[int | None, str]:
         if budget_gb is not None:
-            return int(budget_gb * GIB), "params reference.memory_budget_gb"
-        return host_available() if dev == "cpu" else device_available(dev)
+            avail, source = int(budget_gb * GIB), "params reference.memory_budget_gb"
+        else:
+            avail, source = host_available() if dev == "cpu" else device_available(dev)
+        if alongside_target and target_bytes and dev == target_device == "cpu" and avail is not None:
+            return avail - target_bytes, f"{source}, less {target_bytes / GIB:.1f} GiB kept for the target's engine"
+        return avail, source
 
     def fits(need: int, avail: int | None) -> bool:
         return avail is None or need <= avail  # an unreadable device: try, as before this check

@@ -77,12 +77,12 @@ class ReferencePlanInfo(MetricsModel):
 
     dtype: str
     device: str
-    need_bytes: int
+    need_bytes: int | None  # None: not computed (no weights files to count the parameters of)
     available_bytes: int | None  # None: the device's free memory could not be read
     available_source: str
     num_parameters: int
     fallback: Literal["bfloat16", "device"] | None  # None: the configured reference
-    reason: str | None  # why the fallback was taken
+    reason: str | None  # why the fallback was taken, or why memory was not checked
     described: str  # "float32 on cpu", or the fallback and why
 
 

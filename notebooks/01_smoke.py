@@ -28,7 +28,8 @@
 # * **Prompts** — ten varied prompts (English, Chinese, code, arithmetic), each run alone, greedy,
 #   so each latency is that prompt's own.
 # * **Chat** — one conversation through the model's chat template.
-# * **Determinism** — the prompts twice as one greedy batch; any differing token is reported.
+# * **Determinism** — the prompts twice, greedy (offline: as one batch; served: each alone, the
+#   prompts step's outputs being the first run); any differing token is reported.
 # * **Served** — the same prompts through `/v1/completions` and `/v1/chat/completions` of a served
 #   model with the same settings; `same_as_offline` compares token ids with the offline run.
 
@@ -84,7 +85,7 @@ run.show("chat", chat)
 # ## Determinism: two greedy runs
 
 # %%
-det = run.step("determinism", smoke.determinism, run, loaded)
+det = run.step("determinism", smoke.determinism, run, loaded, prompts)
 run.show("determinism", det)
 
 # %%

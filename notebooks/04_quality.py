@@ -138,8 +138,9 @@ quality.close(target)
 # %% [markdown]
 # ## Gallery: reference vs target
 #
-# The reference engine (float32, or the fallback its memory check took) loads after the target is
-# released. Every target output is scored under it teacher-forced: where every token is the
+# The reference engine (float32, or the fallback its memory check took) loads once the section's
+# own engine is closed (a shared server stays up for the sections after this one: the memory check
+# sees what it holds). Every target output is scored under it teacher-forced: where every token is the
 # reference's top-1, the reference's greedy output is the target's. The `reference_gallery` items
 # (divergent ones first) are generated freely on it. `same_output` is exact text equality;
 # `reference` / `target` are the item's check on each output.

@@ -103,3 +103,54 @@ def test_device_fallback_does_not_apply_beside_a_target_starting_on_that_device(
         rm.plan(tiny, dtype="float32", device="cpu", target_device="npu", fallbacks=["device"], budget_gb=0.01,
                 alongside_target=True)
     assert "fallback 'device' does not apply (the target's engine shares that device" in str(exc.value)
+
+
+def _tree(root, files):
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def test_cgroup_v2_limit_counts_without_the_inactive_page_cache(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/pod/job\n")
+    _tree(tmp_path / "fs", {"pod/job/memory.max": f"{8 * GIB}\n", "pod/job/memory.current": f"{5 * GIB}\n",
+                            "pod/job/memory.stat": f"anon {3 * GIB}\ninactive_file {2 * GIB}\n"})
+    room, source = rm.cgroup_headroom(proc, tmp_path / "fs")
+    assert room == 5 * GIB and "memory.max" in source  # 8 - (5 - 2)
+
+
+def test_cgroup_v1_limit_and_an_unlimited_group(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/process_api/x\n3:cpuset:/\n0::/\n")
+    _tree(tmp_path / "fs", {"memory/process_api/x/memory.limit_in_bytes": f"{32 * GIB}\n",
+                            "memory/process_api/x/memory.usage_in_bytes": f"{30 * GIB}\n",
+                            "memory/process_api/x/memory.stat": f"cache {9 * GIB}\ntotal_inactive_file {6 * GIB}\n"})
+    room, source = rm.cgroup_headroom(proc, tmp_path / "fs")
+    assert room == 8 * GIB and "memory.limit_in_bytes" in source
+    (tmp_path / "fs/memory/process_api/x/memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert rm.cgroup_headroom(proc, tmp_path / "fs") is None  # v1's "no limit"
+
+
+def test_the_targets_memory_is_kept_free_beside_it(tiny):
+    n = rm.num_parameters(tiny)
+    need32 = rm.need_bytes(n, "float32", rm._vocab_size(tiny), 512)
+    assert 2 * n > 12 << 20  # bfloat16 saves more than 12 MiB here
+    budget = (need32 + (4 << 20)) / GIB  # float32 fits alone, not beside a 16 MiB target
+    alone = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"],
+                    budget_gb=budget, max_tokens=512)
+    beside = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"],
+                     budget_gb=budget, max_tokens=512, alongside_target=True, target_bytes=16 << 20)
+    assert alone.dtype == "float32" and beside.dtype == "bfloat16"
+    assert "kept for the target's engine" in beside.available_source
+
+
+def test_weights_without_a_parameter_count_load_as_configured_and_say_so(tmp_path, tiny):
+    import shutil
+
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(tiny / "config.json", d / "config.json")
+    p = rm.plan(d, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"], budget_gb=0.001)
+    assert p.dtype == "float32" and p.need_bytes is None and "memory not checked" in p.describe()

@@ -50,7 +50,9 @@ def profile_facts(d: RunData, lang: str) -> dict[str, str]:
     """The run's profile (quick / standard / full) and what it means; none for older records."""
     from .. import profiles
 
-    name = get(d.any_record(), "params.profile.name")
+    # the first record that carries one (a record the runner wrote for a section that never ran has none)
+    name = next((get(d.rec(s), "params.profile.name") for s in sections_mod.NAMES
+                 if get(d.rec(s), "params.profile.name")), None)
     if name not in profiles.PROFILE_NAMES:
         return {"profile": None, "profile_desc": None, "profile_keys": 0}
     keys = sorted({k for s in sections_mod.NAMES for k in (get(d.rec(s), "params.profile.keys") or [])})
@@ -150,30 +152,41 @@ def timing_rows(data: RunData, lang: str = "en") -> list[tuple[str, str, float]]
 NEUTRAL_OVERRIDES = {"max_logprobs"}  # engine settings that change no figure of the target (precision's logprob cap)
 
 
-def start_role(st: dict) -> str:
-    """What an engine start was: the target's configuration (offline or served), a comparison
-    configuration (any override that changes the engine), the reference, or an API client."""
-    engine, over = st.get("engine"), set((st.get("overrides") or {}).keys()) - NEUTRAL_OVERRIDES
+def changed_settings(st: dict, target: dict | None) -> list[str]:
+    """The override keys of an engine start that differ from the params' target (its fields and
+    engine_args); an override equal to what the target already sets changes nothing."""
+    target = target or {}
+    mine = {**(target.get("engine_args") or {}), **{k: v for k, v in target.items() if k != "engine_args"}}
+    return sorted(k for k, v in (st.get("overrides") or {}).items()
+                  if k not in NEUTRAL_OVERRIDES and not (k in mine and mine[k] == v))
+
+
+def start_role(st: dict, target: dict | None = None) -> str:
+    """What an engine start was: the target's configuration (offline or served), a configuration
+    of its own (an override that changes the target's settings), the reference, or an API client."""
+    engine = st.get("engine")
     if engine == "hf" and st.get("reference_plan") is not None or str(st.get("label", "")).endswith("reference"):
         return "role_reference"
     if engine == "openai":
         return "role_client"
-    if over:
+    if changed_settings(st, target):
         return "role_comparison"
     return "role_target_served" if engine == "server" else "role_target_offline"
 
 
-def target_starts(data: RunData) -> list[str]:
-    """Sections (in run order) that started the target's own configuration, the shared server first."""
+def target_starts(data: RunData) -> list[tuple[str, str]]:
+    """(section or "shared", role) of each start of the target's own configuration, in run order."""
     out = []
     shared = (data.manifest or {}).get("shared_server")
     if isinstance(shared, dict) and shared.get("status") == "ok":
-        out.append("shared")
+        out.append(("shared", "role_target_served"))
     for section in sections_mod.NAMES:
-        for st in get(data.rec(section), "metrics.engine_starts") or []:
-            if isinstance(st, dict) and not st.get("shared") and start_role(st) in ("role_target_offline",
-                                                                                   "role_target_served"):
-                out.append(section)
+        rec = data.rec(section)
+        for st in get(rec, "metrics.engine_starts") or []:
+            if isinstance(st, dict) and not st.get("shared"):
+                role = start_role(st, get(rec, "params.target"))
+                if role in ("role_target_offline", "role_target_served"):
+                    out.append((section, role))
     return out
 
 
@@ -190,11 +203,12 @@ def _sec_timing(b: CardBuilder) -> None:
     roles = [L(lang, "role_target_served")] if isinstance(shared, dict) and isinstance(
         shared.get("start_wall_s"), (int, float)) else []
     for section in sections_mod.NAMES:
+        target = get(b.d.rec(section), "params.target")
         for st in get(b.d.rec(section), "metrics.engine_starts") or []:
             if isinstance(st, dict) and isinstance(st.get("wall_s"), (int, float)):
-                role = start_role(st)
-                keys = sorted(set((st.get("overrides") or {}).keys()) - NEUTRAL_OVERRIDES)
-                roles.append(L(lang, role, keys=", ".join(keys)) if role == "role_comparison" else L(lang, role))
+                role = start_role(st, target)
+                roles.append(L(lang, role, keys=", ".join(changed_settings(st, target)))
+                             if role == "role_comparison" else L(lang, role))
     roles_iter = iter(roles)
     table = [(w, kinds.get(k, k), next(roles_iter, "—") if k == "engine" else "", fmt(s, "wall_s"))
              for w, k, s in rows]
@@ -203,8 +217,11 @@ def _sec_timing(b: CardBuilder) -> None:
     starts = target_starts(b.d)
     if starts:
         where = [L(lang, "shared_server") if s == "shared" else
-                 f"{section_label(s, lang)} ({L(lang, f'why_offline_{s}')})" for s in starts]
-        b.add(L(lang, "target_starts", n=len(starts), where=L(lang, "list_sep").join(where)))
+                 f"{section_label(s, lang)} ({L(lang, 'why_own_server' if role == 'role_target_served' else f'why_offline_{s}')})"
+                 for s, role in starts]
+        shared = any(s == "shared" for s, _ in starts)
+        b.add(L(lang, "target_starts_shared" if shared else "target_starts", n=len(starts),
+                where=L(lang, "list_sep").join(where)))
     b.add(md_table([L(lang, "what"), L(lang, "kind"), L(lang, "start_role"), L(lang, "wall_s")], table),
           f"<sub>{L(lang, 'source')}: [run.json](run.json) · records/*.json `engine_starts`</sub>")
     b.image("artifacts/report_wall_times.png", L(lang, "wall_times"))

@@ -127,9 +127,16 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
     if run is not None:
         # planned against the memory it may use; a fallback (bfloat16, on the device) is recorded
         longest = max((len(p.text) for p in prompts), default=0) + conf.max_new_tokens  # chars >= tokens
+        # the target starts while it is loaded: on the host, its weights and KV cache stay free
+        target_bytes = 0
+        if cfg.target.device == "cpu" and cfg.target.engine in ("vllm", "hf"):
+            from ...reference_model import DTYPE_BYTES, num_parameters
+
+            kv = (cfg.target.kv_cache_memory_bytes or 0) if cfg.target.engine == "vllm" else 0
+            target_bytes = num_parameters(path) * DTYPE_BYTES.get(cfg.model.dtype, 4) + kv
         eng = run.reference("reference", device=conf.reference_device, dtype=conf.reference_dtype,
                             max_tokens=min(longest, cfg.model.max_model_len or longest),
-                            alongside_target=True)  # the target starts while it is loaded
+                            alongside_target=True, target_bytes=target_bytes)
     else:
         eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
     load_s = time.perf_counter() - t0

@@ -133,8 +133,10 @@ def _suites(b: CardBuilder, m: dict[str, Any]) -> None:
             return sum(known) / len(known) if known else None
 
         has_ref = all("reference_passed" in r for r in items)
+        k = sum(1 for r in items if r.get("reference_passed") is not None)
+        ref_cell = fmt(rate("reference_passed"), "pass_rate") + (f" (n = {k})" if k < len(items) else "")
         table.append((suite_name(suite), len(items), fmt(rate("passed"), "pass_rate"),
-                      fmt(rate("reference_passed"), "pass_rate") if has_ref else "—",
+                      ref_cell if has_ref else "—",
                       fmt(rate("same_as_reference"), "same_output_rate") if has_ref else "—"))
     b.add(md_table([L(lang, "suite"), L(lang, "items"), L(lang, "target_pass"), L(lang, "reference_pass"),
                     metric_label("same_output_rate", lang)], table), b.source("quality", ["suites"]))
@@ -155,8 +157,16 @@ def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
     ref_name = f"{ref.engine} {ref.dtype}" if ref else "—"
     figures = []
     if suites is not None:
-        shown = L(lang, "with_reference", value=fmt(suites.overall_pass_rate, "overall_pass_rate", lang),
-                  ref=fmt(ref_rate, "overall_pass_rate", lang)) if ref else None
+        known = getattr(ref, "pass_rate_items", None) if ref else None
+        if ref and known is not None and known < suites.num_items:
+            # the reference's rate covers only the items whose reference answer is known: the
+            # target's beside it is over the same items
+            shown = L(lang, "with_reference_known", value=fmt(suites.overall_pass_rate, "overall_pass_rate", lang),
+                      ref=fmt(ref_rate, "overall_pass_rate", lang), k=known,
+                      tgt=fmt(ref.target_pass_rate_same_items, "overall_pass_rate", lang))
+        else:
+            shown = L(lang, "with_reference", value=fmt(suites.overall_pass_rate, "overall_pass_rate", lang),
+                      ref=fmt(ref_rate, "overall_pass_rate", lang)) if ref else None
         figures.append(figure("overall_pass_rate", suites.overall_pass_rate,
                               L(lang, "cond_suites", n=suites.num_items, mode=suites.mode, ref=ref_name), lang, shown))
     bench_bits = []
@@ -181,8 +191,15 @@ def summary(m: QualityMetrics, params: dict[str, Any], lang: str) -> Summary:
         state, note = "info", L(lang, "no_threshold")
     sep = L(lang, "list_sep")
     bench = (sep + sep.join(bench_bits[:3])) if bench_bits else ""
-    sentence = L(lang, "s_quality", target=fmt(suites.overall_pass_rate if suites else None, "overall_pass_rate", lang),
-                 ref=fmt(ref_rate, "overall_pass_rate", lang), n=suites.num_items if suites else 0, bench=bench)
+    known = getattr(ref, "pass_rate_items", None) if ref else None
+    if suites is not None and ref and known is not None and known < suites.num_items:
+        sentence = L(lang, "s_quality_known", target=fmt(suites.overall_pass_rate, "overall_pass_rate", lang),
+                     n=suites.num_items, k=known, ref=fmt(ref_rate, "overall_pass_rate", lang),
+                     tgt=fmt(ref.target_pass_rate_same_items, "overall_pass_rate", lang), bench=bench)
+    else:
+        sentence = L(lang, "s_quality", target=fmt(suites.overall_pass_rate if suites else None, "overall_pass_rate",
+                                                   lang),
+                     ref=fmt(ref_rate, "overall_pass_rate", lang), n=suites.num_items if suites else 0, bench=bench)
     return Summary(state, note, figures, sentence)
 
 

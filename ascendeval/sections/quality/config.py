@@ -116,8 +116,8 @@ class QualityConfig(Strict):
     reference_device: Literal["cpu", "cuda", "npu"] = "cpu"
     reference_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     reference_gallery: int | None = Field(
-        4, ge=0, description="suite items generated freely on the reference (divergent ones first); every item is "
-                             "scored teacher-forced under it; null = generate every item that diverged")
+        4, ge=0, description="suite items generated freely on the reference (diverged ones first, one suite at a "
+                             "time); every item is scored teacher-forced under it; null = every item")
     benchmarks: list[QualityBenchmarkConfig] = Field(
         default_factory=lambda: [QualityBenchmarkConfig(name="gsm8k", n=4), QualityBenchmarkConfig(name="mmlu", n=8),
                                  QualityBenchmarkConfig(name="arc_challenge", n=8),

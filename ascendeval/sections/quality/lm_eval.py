@@ -66,7 +66,9 @@ def _model(run: Any, target: Any, conf: Any, batch: int) -> tuple[Any, dict[str,
         backend = "server" if target.name == "openai" else "engine"
     if backend == "engine":
         if target.name == "openai":
-            raise ValueError("lm_eval.backend engine: the target is served (engine openai); use backend server")
+            raise ValueError("lm_eval.backend engine: the target is asked through a server (a served target, or a "
+                             "vllm target through the run's shared server); use backend server, or "
+                             "sections.quality.target_via: offline for an offline engine")
         from ...lm_eval_engine import EngineLM
 
         lm = EngineLM(target.engine, name=target.name, max_length=run.cfg.model.max_model_len,

@@ -167,8 +167,9 @@ class SuiteReference(MetricsModel):
     method: Literal["teacher_forced"]  # outputs scored under the reference; the gallery generated
     pass_rate: float | None  # over the items whose reference output is known
     pass_rate_items: int
+    target_pass_rate_same_items: float | None  # the target's pass rate over those same items
     same_output_rate: float | None
-    target_token_top1_share: float | None  # share of the target's output tokens that are the reference's top-1
+    target_token_top1_share: float | None  # per item, the share of its output tokens that are the reference's top-1; mean over items
     generated_items: int
     gallery_budget: int | None
     teacher_forced_confirmed: int  # agreeing items whose free reference generation matched

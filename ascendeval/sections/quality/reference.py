@@ -8,9 +8,9 @@ reference's top-1 there. When every target token is the reference's top-1, the r
 greedy output IS the target's (same tokens, same stop), so "same output as the reference" and the
 reference's pass/fail are decided exactly for those items, without generating. Only items where
 the target left the reference's greedy path need the reference's own continuation. The gallery,
-`sections.quality.reference_gallery` items (null: all) generated freely on the reference, takes
-those first, then agreeing items, where the free output checks the teacher-forced conclusion
-(recorded as confirmed / contradicted). Divergent items beyond the gallery keep their
+`sections.quality.reference_gallery` items (null: every item, the old full gallery) generated
+freely on the reference, takes those first, then agreeing items, where the free output checks
+the teacher-forced conclusion (recorded as confirmed / contradicted); one suite at a time in turn. Divergent items beyond the gallery keep their
 teacher-forced figures and no reference output: their reference pass/fail is unknown and left out
 of the reference pass rate, whose item count the record gives.
 """
@@ -58,6 +58,19 @@ def score_output(ref: Any, prompt_ids: list[int], output_ids: list[int]) -> dict
             "margin_at_divergence": margin, "mean_logprob": float(token_lp.mean())}
 
 
+def _round_robin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows one suite at a time in turn (a gallery of 4 shows four suites, not one)."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["suite"], []).append(r)
+    out: list[dict[str, Any]] = []
+    while any(by.values()):
+        for lst in by.values():
+            if lst:
+                out.append(lst.pop(0))
+    return out
+
+
 def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     """Score every suite output under the reference; generate the gallery's divergent items."""
     conf = run.conf
@@ -99,8 +112,8 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
                            reference_detail=None, same_as_reference=False if out_ids else None)
         # pass 2, the gallery: divergent items first (their reference output is unknown), then
         # agreeing ones, whose free generation checks the teacher-forced conclusion
-        order = [r for r in suite.rows if r["same_as_reference"] is not True] + \
-                [r for r in suite.rows if r["same_as_reference"] is True]
+        order = _round_robin([r for r in suite.rows if r["same_as_reference"] is not True]) + \
+            _round_robin([r for r in suite.rows if r["same_as_reference"] is True])
         for row in order[:budget] if budget is not None else order:
             it = items[(row["suite"], row["id"])]
             g = _gen(target, [it["prompt"]], [_base_prompt(it)], _suite_sampling(it, suite.mode))[0]
@@ -113,11 +126,14 @@ def run_reference(run: Any, suite: SuiteResult) -> SuiteResult:
     finally:
         ref.close()
     known = [r["reference_passed"] for r in suite.rows if r["reference_passed"] is not None]
+    # the target on the same items, so the two rates side by side are over the same prompts
+    target_known = [r["passed"] for r in suite.rows if r["reference_passed"] is not None]
     same = [r["same_as_reference"] for r in suite.rows if r["same_as_reference"] is not None]
     shares = [r["reference_top1_share"] for r in suite.rows if r["reference_top1_share"] is not None]
     info = {"engine": conf.reference_engine, "device": ref.plan.device, "dtype": ref.plan.dtype,
             "loaded_as": ref.plan.describe(), "method": "teacher_forced",
             "pass_rate": accuracy_with_stderr(known)[0], "pass_rate_items": len(known),
+            "target_pass_rate_same_items": accuracy_with_stderr(target_known)[0],
             "same_output_rate": accuracy_with_stderr(same)[0],
             "target_token_top1_share": sum(shares) / len(shares) if shares else None,
             "generated_items": generated, "gallery_budget": budget,

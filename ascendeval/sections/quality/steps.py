@@ -202,12 +202,15 @@ def suite_table(suite: SuiteResult | None) -> Any:
     rows = []
     for name in dict.fromkeys(r["suite"] for r in suite.rows):
         mine = [r for r in suite.rows if r["suite"] == name]
-        ref = [r["reference_passed"] for r in mine if "reference_passed" in r]
+        ran = any("reference_passed" in r for r in mine)
+        # None: the reference's answer to that item is unknown (diverged, not in the gallery)
+        ref = [r["reference_passed"] for r in mine if r.get("reference_passed") is not None]
+        same = [r["same_as_reference"] for r in mine if r.get("same_as_reference") is not None]
         rows.append({"suite": name, "items": len(mine),
                      "target_pass_rate": accuracy_with_stderr([r["passed"] for r in mine])[0],
                      "reference_pass_rate": accuracy_with_stderr(ref)[0] if ref else None,
-                     "same_output_as_reference": accuracy_with_stderr(
-                         [r["same_as_reference"] for r in mine if "same_as_reference" in r])[0] if ref else None})
+                     "reference_known_items": len(ref) if ran else None,
+                     "same_output_as_reference": accuracy_with_stderr(same)[0] if same else None})
     return pd.DataFrame(rows)
 
 
@@ -239,7 +242,7 @@ def gallery(suite: SuiteResult | None, width: int = 160) -> Any:
 
     rows = [{"suite": r["suite"], "id": r["id"], "prompt": cut(r["prompt"]), "check": r["check"]["type"],
              "reference_output": cut(r.get("reference_output")),
-             "reference": None if "reference_passed" not in r else ("pass" if r["reference_passed"] else "fail"),
+             "reference": None if r.get("reference_passed") is None else ("pass" if r["reference_passed"] else "fail"),
              "target_output": cut(r["output"]), "target": "pass" if r["passed"] else "fail",
              "same_output": r.get("same_as_reference"), "detail": cut(r["detail"])} for r in suite.rows]
     return pd.DataFrame(rows)
@@ -528,7 +531,9 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
 
     differ = [it["id"] for it, a, b in zip(items, batched, single) if key(a) != key(b)]
     unstable = [it["id"] for it, a, b in zip(items, batched, again) if key(a) != key(b)]
-    out = {"num_items": len(items), "batch_size": len(items), "max_tokens": s.max_tokens,
+    # a served target has at most `concurrency` requests in flight: that is its batch
+    batch = min(len(items), getattr(target.engine, "concurrency", len(items)) or len(items))
+    out = {"num_items": len(items), "batch_size": batch, "max_tokens": s.max_tokens,
            "batch_vs_single_identical_rate": (len(items) - len(differ)) / len(items) if items else None,
            "repeat_identical_rate": (len(items) - len(unstable)) / len(items) if items else None,
            "differing_items": differ, "unstable_items": unstable,

@@ -229,23 +229,29 @@ class Determinism:
         return pd.DataFrame(self.rows)
 
 
-def determinism(run: SectionRun, loaded: Loaded | None) -> Determinism:
-    """Two greedy batch runs of the same prompts must give the same tokens."""
+def determinism(run: SectionRun, loaded: Loaded | None, earlier: PromptRows | None = None) -> Determinism:
+    """The same greedy prompts twice must give the same tokens. An offline engine runs them as one
+    batch, twice. A served engine answers each prompt alone (as in `run_prompts`, whose outputs
+    are the first run when given): requests sent together would be batched by arrival order, which
+    can differ between the two runs, and that would be a batch effect, not nondeterminism
+    (quality's batch_invariance measures that)."""
+    from types import SimpleNamespace
+
     if not run.conf.determinism:
         raise SectionSkipped("determinism: false in params", zh="参数文件中设置了 determinism: false")
     eng = _need(loaded)
     prompts = [p for _, p in _prompts(run)]
-    # a batch: a served engine gets the prompts all at once (it answers them one by one otherwise,
-    # to keep each prompt's latency its own in run_prompts)
-    one_by_one = getattr(eng, "concurrency", None)
-    if one_by_one is not None:
-        eng.concurrency = len(prompts)
-    try:
+    served = getattr(eng, "concurrency", None) is not None
+    if served:
+        before = {r["prompt"]: r for r in (earlier.rows if earlier else []) if r.get("token_ids")}
+        if all(p in before for p in prompts):  # run_prompts' outputs are the first run
+            first = [SimpleNamespace(token_ids=before[p]["token_ids"], text=before[p]["output"]) for p in prompts]
+        else:
+            first = [eng.generate([p], _greedy(run))[0] for p in prompts]
+        second = [eng.generate([p], _greedy(run))[0] for p in prompts]
+    else:
         first = eng.generate(prompts, _greedy(run))
         second = eng.generate(prompts, _greedy(run))
-    finally:
-        if one_by_one is not None:
-            eng.concurrency = one_by_one
     rows = []
     for p, a, b in zip(prompts, first, second):
         pos = first_difference(a.token_ids, b.token_ids)
