@@ -145,3 +145,43 @@ def test_the_model_description_in_the_cards_language(run_dir: Path):
     assert "它的作用是让每个章节都能在本机真实引擎上运行" in report.build_card(data, "zh").markdown
     en = report.build_card(data, "en").markdown
     assert "It exists so every section can run on" in en and "它的作用" not in en
+
+
+def test_engine_start_roles_compare_overrides_with_the_targets_settings():
+    """The run-time table's "Started" column: an override equal to what the target already sets is
+    no new configuration; the precision logprob cap changes no figure; hf references, API clients."""
+    from ascendeval.report.card import changed_settings, start_role
+
+    target = {"engine": "vllm", "enable_prefix_caching": True, "enforce_eager": True,
+              "engine_args": {"max_num_batched_tokens": 512}}
+    same = {"label": "features-main", "engine": "vllm",
+            "overrides": {"enable_prefix_caching": True, "max_num_batched_tokens": 512}}
+    assert changed_settings(same, target) == [] and start_role(same, target) == "role_target_offline"
+    other = {"label": "performance", "engine": "vllm", "overrides": {"enable_prefix_caching": False}}
+    assert start_role(other, target) == "role_comparison" and changed_settings(other, target) == ["enable_prefix_caching"]
+    cap = {"label": "target", "engine": "vllm", "overrides": {"max_logprobs": 151936}}
+    assert start_role(cap, target) == "role_target_offline"
+    assert start_role({"label": "serving", "engine": "server", "overrides": {}}, target) == "role_target_served"
+    assert start_role({"label": "reference", "engine": "hf", "overrides": {"engine": "hf"}}, target) == "role_reference"
+    assert start_role({"label": "target", "engine": "openai", "overrides": {"base_url": "x"}}, target) == "role_client"
+
+
+def test_run_time_table_counts_the_targets_starts_and_says_why(tmp_path):
+    import json
+    import shutil
+
+    src = Path(__file__).parent / "fixtures" / "golden-run"
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    data = report.load_run(run)
+    from ascendeval.report.card import target_starts
+
+    starts = target_starts(data)
+    assert starts[0] == ("shared", "role_target_served")
+    md = report.build_card(data, "en").markdown
+    assert f"started {len(starts)} time(s) in this run" in md and "went through the shared server" in md
+    man = json.loads((run / "run.json").read_text())
+    man.pop("shared_server")
+    (run / "run.json").write_text(json.dumps(man))
+    md = report.build_card(report.load_run(run), "en").markdown
+    assert "This run had no shared server" in md
