@@ -68,7 +68,10 @@ def plan(run: SectionRun) -> Plan:
                               (thr, "num_prompts", r.throughput_num_prompts), (spl, "batch_sizes", r.split_batch_sizes),
                               (spl, "prefill_input_len", r.prefill_input_len), (spl, "decode_output_len", r.decode_output_len),
                               (srv, "num_prompts", r.serving_num_prompts), (srv, "request_rates", r.request_rates),
-                              (srv, "concurrencies", r.concurrencies), (conf.graph, "enabled", r.graph)):
+                              (srv, "concurrencies", r.concurrencies), (srv, "repeats", r.serving_repeats),
+                              (srv.capacity, "probe_requests", r.capacity_probe_requests),
+                              (srv.capacity, "request_budget", r.capacity_request_budget),
+                              (conf.graph, "enabled", r.graph)):
             if val is not None:
                 setattr(obj, key, val)
     run.add("plan", {"reduced": reduced, "effective": conf.model_dump(mode="json"), "model": facts})

@@ -129,6 +129,9 @@ class QualityConfig(Strict):
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
     batch_invariance: bool = Field(True, description="compare greedy outputs at batch 1 vs the engine's batch")
     batch_invariance_max_tokens: int = Field(24, gt=0)
+    batch_invariance_max_items: int | None = Field(
+        12, gt=0, description="suite items compared (one suite at a time in turn); each is also run alone, one "
+                              "after another, which is what the check costs; null = every suite item")
 
     @model_validator(mode="after")
     def _baseline_keys(self) -> "QualityConfig":

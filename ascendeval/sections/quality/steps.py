@@ -21,6 +21,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -518,7 +519,9 @@ def batch_invariance(run: Any, target: Target) -> dict[str, Any]:
     conf = run.conf
     if not conf.batch_invariance:
         raise SectionSkipped("batch_invariance disabled in params", zh="参数文件中已关闭 batch_invariance")
-    items = [it for s in conf.suites for it in load_suite(s)[: conf.suite_max_items]]
+    per_suite = [load_suite(s)[: conf.suite_max_items] for s in conf.suites]
+    items = [it for group in zip_longest(*per_suite) for it in group if it is not None]  # suites in turn
+    items = items[: conf.batch_invariance_max_items]
     s = Sampling(max_tokens=conf.batch_invariance_max_tokens, temperature=0.0, seed=0)
     chat_p = [it["prompt"] for it in items]
     base_p = [_base_prompt(it) for it in items]
