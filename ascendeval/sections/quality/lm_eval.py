@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata as md
 from pathlib import Path
@@ -198,12 +199,18 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
     if limit is not None and float(limit).is_integer():
         limit = int(limit)  # lm-eval reads a float as a fraction of the task
     t1 = time.perf_counter()
+    kwargs = dict(model=model, model_args=model_args if isinstance(model, str) else None, tasks=s["tasks"],
+                  num_fewshot=s["num_fewshot"], limit=limit, batch_size=batch,
+                  apply_chat_template=s["apply_chat_template"], fewshot_as_multiturn=s["fewshot_as_multiturn"],
+                  log_samples=True, task_manager=tm, fewshot_random_seed=conf.fewshot_seed)
     with closing:
-        res = evaluator.simple_evaluate(
-            model=model, model_args=model_args if isinstance(model, str) else None, tasks=s["tasks"],
-            num_fewshot=s["num_fewshot"], limit=limit, batch_size=batch,
-            apply_chat_template=s["apply_chat_template"], fewshot_as_multiturn=s["fewshot_as_multiturn"],
-            log_samples=True, task_manager=tm, fewshot_random_seed=conf.fewshot_seed)
+        if isinstance(model, str) and (model_args or {}).get("num_concurrent", 1) > 1:
+            # lm-eval's API models send concurrent requests with asyncio.run(), which refuses to
+            # start inside a notebook kernel's running event loop: a thread of its own has none
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                res = pool.submit(evaluator.simple_evaluate, **kwargs).result()
+        else:
+            res = evaluator.simple_evaluate(**kwargs)
     eval_s = time.perf_counter() - t1
     if not res:
         raise RuntimeError("lm-eval returned no results")
