@@ -13,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 FEATURES = {
     "prefix_prompt_len": 256, "prefix_num_prompts": 4, "prefix_output_len": 4, "prefix_off_engine": True,
-    "spec_num_prompts": 2, "spec_output_len": 24, "spec_served_num_prompts": 2,
+    "spec_num_prompts": 2, "spec_output_len": 24, "spec_served": True, "spec_served_num_prompts": 2,
+    "chunked_prefill_off": True,  # both off in the standard profile
     "pd_mixes": [[64, 8], [256, 8]], "pd_num_prompts": 1,
     "disaggregated": True, "disagg_input_len": 300, "disagg_output_len": 8, "disagg_num_prompts": 1,
     "long_context_lengths": [64, 256, 4096], "long_context_output_len": 8, "chunk_tokens": 256,

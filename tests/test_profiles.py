@@ -21,10 +21,14 @@ def test_every_profile_validates_and_says_what_it_is(name):
     assert len(cfg.profile_keys) == len(set(cfg.profile_keys))
 
 
-def test_default_is_standard_and_standard_is_the_defaults():
+def test_default_is_standard_and_standard_is_the_defaults_less_two_comparison_engines():
     cfg = config.parse(BASE)
-    assert cfg.profile == "standard" and cfg.profile_keys == []
+    assert cfg.profile == "standard"
+    assert cfg.profile_keys == ["features.chunked_prefill_off", "features.spec_served"]
     assert cfg.sections.model_dump() == config.parse({**BASE, "profile": "standard"}).sections.model_dump()
+    full = config.parse({**BASE, "profile": "full"}).sections.features
+    assert full.spec_served and full.chunked_prefill_off  # the full profile keeps both A/Bs
+    assert not cfg.sections.features.spec_served and not cfg.sections.features.chunked_prefill_off
 
 
 def test_quick_is_smaller_and_full_larger_than_standard_for_each_section():

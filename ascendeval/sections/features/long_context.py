@@ -78,8 +78,8 @@ def chunked_prefill_off(run: SectionRun, main: Main | None, on: Table | None) ->
     step budget must hold the longest prompt)."""
     c = run.conf
     if not (c.long_context and c.chunked_prefill_off):
-        raise SectionSkipped("long_context / chunked_prefill_off: false in params",
-                             zh="参数文件中设置了 long_context / chunked_prefill_off: false")
+        raise SectionSkipped("long_context / chunked_prefill_off: false (params file or its profile)",
+                             zh="参数文件或其运行档位设置了 long_context / chunked_prefill_off: false")
     m = _need(main)
     if on is None:
         raise SectionSkipped("the chunked-on sweep did not run (see step 'long_context')",

@@ -172,8 +172,8 @@ def speculative_served(run: SectionRun, guard: OutputGuard | None = None) -> Tab
     measured with the performance section's streaming client (vLLM's metric definitions)."""
     c = run.conf
     if not (c.speculative and c.spec_served):
-        raise SectionSkipped("speculative / spec_served: false in params",
-                             zh="参数文件中设置了 speculative / spec_served: false")
+        raise SectionSkipped("speculative / spec_served: false (params file or its profile)",
+                             zh="参数文件或其运行档位设置了 speculative / spec_served: false")
     _need_vllm(run)
     if run.cfg.server.kind != "vllm" or run.cfg.server.url:
         raise SectionSkipped("needs servers started here (server.kind vllm, no server.url): the A/B toggles "
