@@ -173,8 +173,6 @@ class PerfReducedConfig(Strict):
     concurrencies: list[int] | None = Field(default_factory=lambda: [1, 4])
     serving_repeats: int | None = Field(2, gt=0, description="repeats of every serving point (2 still measures "
                                                             "the noise)")
-    capacity_probe_requests: int | None = Field(8, gt=0, description="requests per capacity probe")
-    capacity_request_budget: int | None = Field(96, gt=0, description="requests the capacity search may send")
     graph: bool | None = Field(False, description="skip the graph-vs-eager comparison when reduced")
 
 

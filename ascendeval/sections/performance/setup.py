@@ -69,8 +69,6 @@ def plan(run: SectionRun) -> Plan:
                               (spl, "prefill_input_len", r.prefill_input_len), (spl, "decode_output_len", r.decode_output_len),
                               (srv, "num_prompts", r.serving_num_prompts), (srv, "request_rates", r.request_rates),
                               (srv, "concurrencies", r.concurrencies), (srv, "repeats", r.serving_repeats),
-                              (srv.capacity, "probe_requests", r.capacity_probe_requests),
-                              (srv.capacity, "request_budget", r.capacity_request_budget),
                               (conf.graph, "enabled", r.graph)):
             if val is not None:
                 setattr(obj, key, val)
