@@ -257,5 +257,7 @@ def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **override
     if cfg.server.kind == "vllm":
         # vLLM's dev routes, for POST /reset_prefix_cache before each serving load point (clean
         # points); the server listens on 127.0.0.1 only. The params' target.env may turn it off.
-        env = {"VLLM_SERVER_DEV_MODE": "1", **env}
+        # vLLM takes 4 stop strings per request by default (the OpenAI API's limit); a base
+        # model's HumanEval stops are 7. The client copes with 4 (OpenAIEngine), more stops early.
+        env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_MAX_STOP_STRINGS": "16", **env}
     return Server(cmd, log, env=env, startup_timeout_s=cfg.server.startup_timeout_s, port=port)

@@ -21,7 +21,7 @@ Request shapes: completions (`prompt` text or token ids) and chat (`messages`); 
 `ignore_eos`, `return_token_ids`, `kv_transfer_params`; other fields are ignored.
 
 Knobs for the bad cases: `usage=False` (no usage chunk), `fail_every=k` (every k-th request
-answers HTTP 500), `die_after=k` (after k requests the server drops every connection, new and
+answers HTTP 500), `max_stops=k` (more than k stop strings: HTTP 400, as vLLM answers), `die_after=k` (after k requests the server drops every connection, new and
 in-flight, like a crashed process).
 
 Run in a thread (`SimServer(...).start()`) or as a process for the least interference with the
@@ -63,6 +63,7 @@ class SimSpec:
     die_after: int = 0
     model: str = "sim-model"
     token_text: str = " tok"
+    max_stops: int = 0  # > 0: more stop strings than this are refused with HTTP 400, as vLLM does (0: no limit)
 
 
 class _PreciseTimer:
@@ -236,6 +237,10 @@ class SimServer:
             self._kill(request)
             return web.Response(status=500)
         body: dict[str, Any] = await request.json()
+        stops = body.get("stop")
+        if spec.max_stops and isinstance(stops, list) and len(stops) > spec.max_stops:
+            msg = f"1 validation error: body.stop: List should have at most {spec.max_stops} items after validation"
+            return web.json_response({"error": {"message": msg, "code": 400}}, status=400)
         if spec.fail_every and n_req % spec.fail_every == 0:
             return web.json_response({"error": {"message": "simulated failure", "code": 500}}, status=500)
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)

@@ -174,3 +174,27 @@ def test_openai_engine_sends_a_list_concurrently_and_keeps_its_order():
                 eng.close()
     finally:
         srv.stop()
+
+
+def test_openai_engine_applies_the_stops_a_server_refuses_itself(tmp_path):
+    """A server that takes at most 4 stop strings (the OpenAI API, vLLM's default) answers 400 to
+    a base model's 7 HumanEval stops: the engine asks again with 4 and cuts at the others itself,
+    text and token ids alike."""
+    from ascendeval import builtin_models
+    from ascendeval.engines import Sampling
+    from ascendeval.engines.openai_engine import OpenAIEngine
+    from ascendeval.simserver import SimServer, SimSpec
+
+    srv = SimServer(SimSpec(ttft_s=0.01, tpot_s=0.001, max_stops=4, token_text=" ab")).start()
+    try:
+        eng = OpenAIEngine(srv.url, tokenizer_path=str(builtin_models.ensure("tiny-qwen2-untrained")))
+        stops = ["\nx1", "\nx2", "\nx3", "\nx4", "\nx5", "\nx6", "b a"]  # only the 7th occurs
+        g = eng.generate(["p"], Sampling(max_tokens=6, stop=stops))[0]
+        assert g.text == " a" and g.finish_reason == "stop"  # " ab ab ab ..." cut before "b a"
+        assert g.extra["stops_applied_by_client"] == stops[4:]
+        assert len(g.token_ids) <= 6
+        ok = eng.generate(["p"], Sampling(max_tokens=3, stop=stops[:4]))[0]  # 4 stops: sent as they are
+        assert ok.text == " ab ab ab" and "stops_applied_by_client" not in ok.extra
+        eng.close()
+    finally:
+        srv.stop()

@@ -21,6 +21,13 @@ from .base import Engine, Generation, Sampling, Timing
 VLLM_CLAMPED_NEG_INF = -9999.0
 
 
+OPENAI_MAX_STOPS = 4  # stop strings per request the OpenAI API (and vLLM by default) accept
+
+
+class StopListRefused(RuntimeError):
+    """The server refused the request's stop list as too long (see OpenAIEngine._stream)."""
+
+
 class PromptLogprobsUnsupported(RuntimeError):
     """The server gives no prompt logprobs: they are vLLM's extension of the completions API."""
 
@@ -66,6 +73,35 @@ class OpenAIEngine(Engine):
         return body
 
     def _stream(self, path: str, body: dict[str, Any], chat: bool) -> Generation:
+        """One streamed request. A server that takes at most OPENAI_MAX_STOPS stop strings (the
+        OpenAI API's limit, vLLM's default VLLM_MAX_STOP_STRINGS) answers HTTP 400 to more (a
+        base model's HumanEval stops are 7): the request is sent again with the first ones and
+        the rest are applied here, to the text and its token ids, as the server would have."""
+        stops = body.get("stop")
+        try:
+            return self._stream_once(path, body, chat)
+        except StopListRefused:
+            if not isinstance(stops, list) or len(stops) <= OPENAI_MAX_STOPS:
+                raise
+        g = self._stream_once(path, {**body, "stop": stops[:OPENAI_MAX_STOPS]}, chat)
+        return self._cut_at_stops(g, stops[OPENAI_MAX_STOPS:])
+
+    def _cut_at_stops(self, g: Generation, stops: list[str]) -> Generation:
+        cuts = [i for i in (g.text.find(st) for st in stops if st) if i >= 0]
+        if not cuts:
+            return g
+        g.text, g.finish_reason = g.text[: min(cuts)], "stop"
+        tok = self.tokenizer()
+        if tok is not None and g.token_ids:
+            # the shortest prefix of tokens whose text holds a stop string: the server stops there
+            for k in range(1, len(g.token_ids) + 1):
+                if any(st in tok.decode(g.token_ids[:k]) for st in stops if st):
+                    g.token_ids = g.token_ids[:k]
+                    break
+        g.extra["stops_applied_by_client"] = stops
+        return g
+
+    def _stream_once(self, path: str, body: dict[str, Any], chat: bool) -> Generation:
         text_parts: list[str] = []
         token_ids: list[int] = []
         prompt_ids: list[int] = []
@@ -78,6 +114,9 @@ class OpenAIEngine(Engine):
         with self.client.stream("POST", path, json=body) as resp:
             if resp.status_code != 200:
                 resp.read()
+                if resp.status_code == 400 and "stop" in resp.text and isinstance(body.get("stop"), list) \
+                        and len(body["stop"]) > OPENAI_MAX_STOPS:
+                    raise StopListRefused(resp.text[:300])
                 raise RuntimeError(f"{path} returned HTTP {resp.status_code}: {resp.text[:300]}")
             for line in resp.iter_lines():
                 if not line.startswith("data:"):
