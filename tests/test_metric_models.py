@@ -379,6 +379,7 @@ NOT_IN_RECORDS = {
     "prefill_instance_ms", "single_engine_ttft_ms", "single_tpot_ms", "single_ttft_ms",
     # quality suite_table / gallery columns
     "reference_pass_rate", "same_output", "same_output_as_reference", "target_output", "target_pass_rate",
+    "reference_known_items",
     # device.engine_device_memory returns it; performance.memory leaves it out
     "matched_pids",
     # quality check specs (data/suites/*.jsonl `check` objects)
