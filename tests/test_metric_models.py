@@ -380,6 +380,11 @@ NOT_IN_RECORDS = {
     # quality suite_table / gallery columns
     "reference_pass_rate", "same_output", "same_output_as_reference", "target_output", "target_pass_rate",
     "reference_known_items",
+    # smoke served sidecar: the golden run's smoke asks the shared server (target_via auto), so its
+    # offline-vs-served comparison is skipped there
+    "same_as_offline",
+    # quality suites sidecar: only agreeing items the gallery generated carry it (none in the golden run)
+    "reference_confirms_teacher_forced",
     # device.engine_device_memory returns it; performance.memory leaves it out
     "matched_pids",
     # quality check specs (data/suites/*.jsonl `check` objects)
