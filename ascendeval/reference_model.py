@@ -177,7 +177,7 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
         else:
             avail, source = host_available() if dev == "cpu" else device_available(dev)
         if alongside_target and target_bytes and dev == target_device == "cpu" and avail is not None:
-            return avail - target_bytes, f"{source}, less {target_bytes / GIB:.1f} GiB kept for the target's engine"
+            return avail - target_bytes, f"{source}, less {target_bytes / GIB:.2f} GiB kept for the target's engine"
         return avail, source
 
     def fits(need: int, avail: int | None) -> bool:
@@ -188,7 +188,7 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
     avail, source = available(device)
     if fits(first_need, avail):
         return ReferencePlan(dtype, device, first_need, avail, source, n, None, None)
-    tried.append(f"{dtype} on {device} needs {first_need / GIB:.1f} GiB, {avail / GIB:.1f} GiB available ({source})")
+    tried.append(f"{dtype} on {device} needs {first_need / GIB:.2f} GiB, {avail / GIB:.2f} GiB available ({source})")
     why = tried[0]
     for fb in fallbacks:
         if fb == "bfloat16" and dtype != "bfloat16":
@@ -206,8 +206,8 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
         if fits(need, a):
             log.warning("reference: %s; taking fallback %r (%s on %s)", why, fb, *cand)
             return ReferencePlan(cand[0], cand[1], need, a, s, n, fb, why)
-        tried.append(f"fallback '{fb}' ({cand[0]} on {cand[1]}) needs {need / GIB:.1f} GiB, "
-                     f"{(a or 0) / GIB:.1f} GiB available ({s})")
+        tried.append(f"fallback '{fb}' ({cand[0]} on {cand[1]}) needs {need / GIB:.2f} GiB, "
+                     f"{(a or 0) / GIB:.2f} GiB available ({s})")
     raise ReferenceDoesNotFit(
         "the reference does not fit: " + "; ".join(tried) + f"; allowed fallbacks: {', '.join(FALLBACKS)} "
         "(params reference.fallback), or free memory, or turn the reference off for this section")

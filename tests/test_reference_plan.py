@@ -55,7 +55,7 @@ def test_nothing_fits_is_one_line_with_the_figures(tiny):
                 budget_gb=0.01)
     msg = str(exc.value)
     assert "\n" not in msg
-    assert "float32 on cpu needs" in msg and "0.0 GiB available" in msg
+    assert "float32 on cpu needs" in msg and "0.01 GiB available" in msg
     assert "fallback 'device' does not apply" in msg  # a CPU target has no accelerator to move to
     assert "fallback 'bfloat16' (bfloat16 on cpu) needs" in msg and "allowed fallbacks: bfloat16, device" in msg
 
