@@ -232,7 +232,8 @@ class SharedServer:
         t0 = time.perf_counter()
         self.info = {"started_before": section, "users": list(self.users)}
         try:
-            srv = server.for_config(self.cfg, models.resolve(self.cfg.model).path, self.run_dir / "logs")
+            path = models.resolve(self.cfg.model).path
+            srv = server.for_config(self.cfg, path, self.run_dir / "logs", **self.overrides(path))
             self.info.update(command=" ".join(srv.cmd), log=str(srv.log_path))
             print(f"[{self.cfg.model.short_name}] starting the shared server for {', '.join(self.users)} ...",
                   file=sys.stderr, flush=True)
@@ -249,6 +250,14 @@ class SharedServer:
                                                 "command": self.info["command"]})
         print(f"[{self.cfg.model.short_name}] shared server ready at {srv.base_url} ({srv.startup_s:.1f} s)",
               file=sys.stderr, flush=True)
+
+    def overrides(self, model_path: Any) -> dict[str, Any]:
+        """The engine arguments its users need beyond the params' (Section.shared_server_overrides)."""
+        out: dict[str, Any] = {}
+        for s in sections_mod.SECTIONS:
+            if s.name in self.users and s.shared_server_overrides is not None:
+                out.update(s.shared_server_overrides(self.cfg, model_path))
+        return out
 
     def after(self, section: str) -> None:
         if self.users and section == self.users[-1]:

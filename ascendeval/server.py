@@ -251,7 +251,12 @@ def for_config(cfg: Any, model_path: str | Path, log_dir: str | Path, **override
         cmd = sglang_command(str(model_path), port, cfg)
     else:
         kwargs = engine_kwargs(cfg.target, cfg.model, **overrides)
-        cmd = vllm_command(str(model_path), port, kwargs, served_name=name, extra_args=cfg.server.extra_args)
+        # per-request cached prompt tokens in `usage` (a reporting switch, no effect on serving):
+        # the prefix-cache figures read them from the answers
+        extra = list(cfg.server.extra_args)
+        if not any(a.endswith("prompt-tokens-details") for a in extra):
+            extra.insert(0, "--enable-prompt-tokens-details")
+        cmd = vllm_command(str(model_path), port, kwargs, served_name=name, extra_args=extra)
     log = Path(log_dir) / f"server-{cfg.server.kind}-{port}.log"
     env = engine_process_env(cfg.target.device, cfg.target.env)
     if cfg.server.kind == "vllm":

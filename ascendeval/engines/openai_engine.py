@@ -45,6 +45,7 @@ class OpenAIEngine(Engine):
         self.concurrency = max(1, int(concurrency))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.api_key = api_key
         self.vllm_extensions = vllm_extensions
         self.model = model or self.served_models()[0]
         self.tokenizer_path = tokenizer_path  # the served model's local files, when the run has them
@@ -151,7 +152,8 @@ class OpenAIEngine(Engine):
             prompt=None, prompt_token_ids=prompt_ids, text="".join(text_parts), token_ids=token_ids,
             finish_reason=finish, timing=Timing(start_s=t0, end_s=t1, ttft_s=ttft),
             logprobs=logprobs or None, usage=usage,
-            extra={"chunk_times_s": chunk_times, "usage_missing": usage is None},
+            extra={"chunk_times_s": chunk_times, "usage_missing": usage is None,
+                   "num_cached_tokens": _cached_tokens(usage)},
         )
 
     def tokenizer(self) -> Any:
@@ -224,9 +226,32 @@ class OpenAIEngine(Engine):
             prompt_token_ids=list(ch.get("prompt_token_ids") or []), text=ch.get("text") or "",
             token_ids=list(ch.get("token_ids") or []), finish_reason=ch.get("finish_reason"),
             timing=Timing(start_s=t0, end_s=t1), usage=data.get("usage"),
+            extra={"num_cached_tokens": _cached_tokens(data.get("usage"))},
             prompt_logprobs=[None if row is None else {int(tid): _logprob(v) for tid, v in row.items()}
                              for row in rows],
         )
+
+    def reset_prefix_cache(self) -> None:
+        """Empty the server's prefix cache (vLLM's dev route, SGLang's /flush_cache); raises when
+        it offers none or refuses."""
+        from .. import loadgen
+
+        done, note = loadgen.reset_prefix_cache(self.base_url, self.api_key)
+        if not done:
+            raise RuntimeError(f"the server's prefix cache could not be reset: {note}")
+
+    def block_size(self) -> int | None:
+        """The KV-cache block size a vLLM server states on /metrics (`vllm:cache_config_info`
+        carries its cache settings as labels); None when it does not."""
+        import re
+
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        try:
+            r = self.client.get(f"{root}/metrics")
+        except httpx.HTTPError:
+            return None
+        m = re.search(r'cache_config_info\{[^}]*block_size="(\d+)"', r.text) if r.status_code == 200 else None
+        return int(m.group(1)) if m else None
 
     def info(self) -> dict[str, Any]:
         return {"engine": "openai", "base_url": self.base_url, "model": self.model, "concurrency": self.concurrency}
@@ -236,6 +261,14 @@ class OpenAIEngine(Engine):
         if self.owned_server is not None:
             self.owned_server.close()
             self.owned_server = None
+
+
+def _cached_tokens(usage: dict[str, Any] | None) -> int | None:
+    """Prompt tokens the server took from its prefix cache (vLLM reports them with
+    --enable-prompt-tokens-details); None when it does not say."""
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    v = details.get("cached_tokens")
+    return int(v) if v is not None else None
 
 
 def _logprob(entry: dict[str, Any]) -> float:

@@ -27,6 +27,9 @@ class Section:
     # whether it talks to a served model through SectionRun.served() without overrides, so it can
     # share one server per run instead of starting the same engine configuration again
     uses_shared_server: Callable[[Any], bool] | None = None
+    # (params, model path) -> vLLM engine arguments the shared server needs for this section's
+    # reads and that change no figure (e.g. max_logprobs); merged over every user's
+    shared_server_overrides: Callable[[Any, Any], dict[str, Any]] | None = None
     # (metric key, attribute path in its metrics model) shown for it in the index across runs;
     # each path is checked against the model when the section registers
     index_metrics: tuple[tuple[str, str], ...] = ()

@@ -22,6 +22,8 @@ def render(b: CardBuilder) -> None:
                 prompts=ref.get("num_prompts"), tokens=ref.get("num_continuation_tokens")))
         if "fallback" in str(ref.get("loaded_as") or ""):
             b.add(L(lang, "reference_fallback", how=ref["loaded_as"]))
+    if any(e.get("label") == "target" and e.get("shared") for e in m.get("engine_starts") or []):
+        b.add(L(lang, "prec_target_served"))
     tf = m.get("teacher_forced")
     if isinstance(tf, dict):
         b.add(f"### {L(lang, 'prec_summary')}")

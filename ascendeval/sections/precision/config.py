@@ -88,6 +88,12 @@ class PrecisionConfig(Strict):
         20, gt=0, description="top-N logprobs requested per position from vllm/openai targets (prompt_logprobs)"
     )
     hidden_states: bool = Field(True, description="per-layer hidden-state norms (hf targets)")
+    target_via: Literal["auto", "server", "offline"] = Field(
+        "auto", description="how a vllm target is read: server = the run's shared server (prompt logprobs, the "
+                            "full vocabulary and greedy continuations over the deployment's own API, no second "
+                            "start of the same configuration), offline = an offline engine of the section; auto = "
+                            "the shared server when the run has one, else offline")
+    server_concurrency: int = Field(8, gt=0, description="requests in flight when the target is served")
     free_running: bool = Field(True, description="greedy generation on both sides, first divergence")
     thresholds: PrecisionThresholds = Field(default_factory=PrecisionThresholds)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)

@@ -15,6 +15,9 @@ compared with the float32 reference AND with the baseline:
 
 Arms reuse engines where the setting allows: the precision section's target is the baseline (or the
 graph arm when the params' target is not eager), and the batch and prefix-cache arms run on it.
+When that target is the run's shared server, those three arms are requests to the served
+deployment (batch 1: one request in flight; prefix cache: the server's /reset_prefix_cache, its
+cached-token counts per request).
 Every other arm starts its own engine (one vLLM engine at a time), recorded with its start time.
 Arms that cannot run on this target are listed with the reason.
 """
@@ -32,6 +35,9 @@ from ...errors import SectionSkipped
 from .config import ARM_KINDS
 
 BASELINE = "baseline"
+# a served target whose /metrics states no block size: a prefix this many tokens per block fills
+# whole blocks of any size up to it (vllm-ascend's default is 128, vLLM's on GPU 16)
+SERVED_BLOCK_FALLBACK = 128
 
 
 @dataclass
@@ -172,9 +178,14 @@ def _prefix_probes(engine: Any, reference: Any, conf: Any) -> tuple[Probe, Probe
     from ...engines import vllm_compat
     from ...engines.base import Sampling
 
-    llm = engine.llm
-    cache = getattr(vllm_compat.vllm_config(llm), "cache_config", None)
-    block = int(getattr(cache, "block_size", None) or 16)
+    llm = getattr(engine, "llm", None)
+    if llm is not None:
+        cache = getattr(vllm_compat.vllm_config(llm), "cache_config", None)
+        block = int(getattr(cache, "block_size", None) or 16)
+        reset_cache = llm.reset_prefix_cache
+    else:  # a served target: the block size its /metrics states, the reset its dev route offers
+        block = engine.block_size() or SERVED_BLOCK_FALLBACK
+        reset_cache = engine.reset_prefix_cache
     pool = [t for s in reference.sequences for t in s.ids]
     prefix = (pool * (2 * block // max(len(pool), 1) + 1))[: 2 * block]
     prompts = [prefix + s.prompt_ids for s in reference.sequences]
@@ -185,7 +196,7 @@ def _prefix_probes(engine: Any, reference: Any, conf: Any) -> tuple[Probe, Probe
         gens = []
         for pr in prompts:
             if reset:
-                llm.reset_prefix_cache()
+                reset_cache()
             gens += engine.generate([pr], sp)
         return Probe(outputs=[(list(g.prompt_token_ids), list(g.token_ids), list(g.logprobs or [])) for g in gens],
                      cached_tokens=[g.extra.get("num_cached_tokens") for g in gens], wall_s=time.perf_counter() - t0)
@@ -373,7 +384,8 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
     if reference is None:
         raise SectionSkipped("needs the reference sequences (step 'reference' produced none)",
                              zh="需要参考基线的序列（步骤 'reference' 未产出任何序列）")
-    if run.cfg.target.engine != "vllm" or target is None or getattr(target, "llm", None) is None:
+    served = getattr(target, "name", None) == "openai"
+    if run.cfg.target.engine != "vllm" or target is None or (getattr(target, "llm", None) is None and not served):
         raise SectionSkipped("the deployment matrix restarts the target with other settings: it needs an offline "
                              f"vLLM target (target.engine is {run.cfg.target.engine})",
                              zh="部署矩阵需要以不同设置重启目标引擎：需要离线 vLLM 目标"
@@ -436,8 +448,11 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
     base_fig, _ = compare(BASELINE, base, base, reference, conf, ref_logits, memo)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    base_row = {"arm": BASELINE, "kind": BASELINE, "setting": "the params' target, eager",
-                "setting_zh": "参数中的目标，eager 模式", "status": "ok",
+    on_server = served and eager_target
+    base_row = {"arm": BASELINE, "kind": BASELINE,
+                "setting": "the params' target, eager" + (", through the run's shared server" if on_server else ""),
+                "setting_zh": "参数中的目标，eager 模式" + ("，经本次运行的共享服务" if on_server else ""),
+                "status": "ok", "served": on_server,
                 "engine_start_s": base.engine_start_s, "reused_engine": eager_target, "wall_s": base.wall_s,
                 **{k: v for k, v in base_fig.items() if not k.endswith("_vs_baseline") and k not in
                    ("num_prompts_diverged", "first_divergence_min", "divergences_beyond_tie")}}
@@ -463,8 +478,9 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
                 results.append({**row, "status": "failed", "reason": "the warm pass hit no cached block",
                                 "reason_zh": "第二轮没有命中任何缓存块", **fig})
                 continue
+        on_target = arm.name == target_arm or (arm.on_baseline and eager_target)
         row.update(status="ok", engine_start_s=p.engine_start_s, reused_engine=arm.on_baseline or
-                   (arm.name == target_arm), wall_s=p.wall_s, **fig)
+                   (arm.name == target_arm), served=served and on_target, wall_s=p.wall_s, **fig)
         row["verdict"] = arm_verdict(row, base_fig, dep.thresholds)
         results.append(row)
         rows += arm_rows

@@ -5,7 +5,10 @@ Flow (notebook 03_precision calls these in order):
 1. ``run_reference``: transformers on ``reference_device``/``reference_dtype`` (float32 CPU by
    default) greedily continues every prompt. Its token sequence (prompt + continuation) is THE
    sequence both sides are scored on.
-2. ``open_target``: the engine from params (hf on any device/dtype, vllm, openai).
+2. ``open_target_engine``: the engine from params (hf on any device/dtype, vllm, openai). A vllm
+   target is read through the run's shared server when it has one (``target_via``): prompt
+   logprobs, full-vocabulary logprobs and greedy continuations are all on vLLM's API, so the
+   target's configuration is not started a second time.
 3. ``teacher_forced``: the target reads the reference's sequence, so position i means the same
    context on both sides even after the two would have diverged in free generation.
    hf targets give full logits (scope ``full_vocab``); vllm/openai give top-N
@@ -13,8 +16,10 @@ Flow (notebook 03_precision calls these in order):
    at a time and keeps per-position scalars and running sums only.
 4. ``free_running``: greedy generation on the target from the same prompt ids; agreement,
    first divergence, texts side by side from there.
-5. ``full_vocab`` (vLLM targets): every vocabulary entry's logprob for a bounded number of
-   positions, so KL and the (centred) logits cosine are measured over the whole vocabulary there too.
+5. ``full_vocab`` (vLLM targets, offline or served): every vocabulary entry's logprob for a bounded
+   number of positions, so KL and the (centred) logits cosine are measured over the whole
+   vocabulary there too. A server returns them when its max_logprobs covers the vocabulary (the
+   shared server is started so: ``shared_server_overrides``).
 6. ``verdict`` against params thresholds, ``record`` validates every value (cosine in [-1, 1],
    KL >= 0, rates in [0, 1]) before anything is saved.
 7. The deployment matrix (``deployment.run_matrix``): the same comparison across deployment settings.
@@ -22,6 +27,7 @@ Flow (notebook 03_precision calls these in order):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -164,13 +170,60 @@ def open_target(cfg: Any, path: str | None = None) -> Any:
     return engines.create(cfg, path or model_path(cfg))
 
 
+def model_vocab_size(model_path: str | Path) -> int | None:
+    """The vocabulary size in the model's config.json (a multimodal model's text_config); None
+    when the folder has no such entry."""
+    try:
+        conf = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    v = conf.get("vocab_size") or (conf.get("text_config") or {}).get("vocab_size")
+    return int(v) if v else None
+
+
+def wants_full_vocab(cfg: Any) -> bool:
+    conf = cfg.sections.precision
+    return bool(conf.enabled and conf.deployment.full_vocab_positions)
+
+
+def shared_server_overrides(cfg: Any, model_path: Any) -> dict[str, Any]:
+    """The run's shared server returns every vocabulary entry's logprob when asked (vLLM's
+    max_logprobs: a cap on requests, no effect on any figure), so the full-vocabulary step reads
+    the served target and no offline engine of the same configuration starts for it."""
+    vocab = model_vocab_size(model_path) if wants_full_vocab(cfg) else None
+    return {"max_logprobs": vocab} if vocab else {}
+
+
+def target_served(run: Any) -> bool:
+    """A vllm target read through the run's shared server (target_via auto with one, or server)."""
+    via = run.conf.target_via
+    if run.cfg.target.engine != "vllm" or via == "offline":
+        return False
+    return via == "server" or run.shared_server_url() is not None
+
+
 def open_target_engine(run: Any, reference: Reference | None = None) -> Any:
-    """The target engine as params describe it; a vLLM target may return every vocabulary entry's
-    logprob (max_logprobs = vocab size, read from the reference's config; no effect on numerics)
-    so the full-vocabulary step can run on it."""
-    over: dict[str, Any] = {}
+    """The target engine as params describe it. A vllm target is read through the run's shared
+    server when it has one (no second start of the same configuration); otherwise an offline
+    engine that may return every vocabulary entry's logprob (max_logprobs = vocab size, read from
+    the reference's config; no effect on numerics) so the full-vocabulary step can run on it."""
     vocab = getattr(getattr(getattr(reference, "engine", None), "model", None), "config", None)
-    if run.cfg.target.engine == "vllm" and run.conf.deployment.full_vocab_positions and vocab is not None:
+    full = run.conf.deployment.full_vocab_positions and vocab is not None
+    if target_served(run):
+        stack = contextlib.ExitStack()
+        # the shared server (started with max_logprobs for this step), else one served here with it
+        over = {"max_logprobs": int(vocab.vocab_size)} if full and not run.shared_server_url() \
+            and not run.cfg.server.url else {}
+        url = stack.enter_context(run.served("target", **over))
+        try:
+            eng = run.engine("target", engine="openai", base_url=url, concurrency=run.conf.server_concurrency)
+        except BaseException:
+            stack.close()
+            raise
+        eng.owned_server = stack  # closing the engine leaves the block (a server served here stops)
+        return eng
+    over: dict[str, Any] = {}
+    if run.cfg.target.engine == "vllm" and full:
         over["max_logprobs"] = int(vocab.vocab_size)
     return run.engine("target", **over)
 
@@ -346,27 +399,53 @@ def full_vocab_rows(ref_logits: Any, target_logprobs: Any) -> list[dict[str, Any
             for i in range(r.shape[0])]
 
 
+def _full_vocab_entries(target: Any, ids: list[int], vocab: int) -> list[Any]:
+    """Every vocabulary entry's prompt logprob at each position of `ids` ({token id: logprob} per
+    position, None at the first), from an offline vLLM engine or a served one (vLLM's
+    prompt_logprobs extension; the server's max_logprobs must cover the vocabulary)."""
+    from ...engines import vllm_compat
+    from ...engines.base import Sampling
+
+    if getattr(target, "llm", None) is not None:
+        sp = vllm_compat.sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False)
+        out = target.llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)[0]
+        return [None if e is None else {t: lp.logprob for t, lp in e.items()} for e in out.prompt_logprobs]
+    try:
+        g = target.generate([ids], Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False))[0]
+    except RuntimeError as exc:
+        if "HTTP 400" in str(exc) and "logprobs" in str(exc):
+            raise SectionSkipped(
+                f"the server returns fewer logprobs per position than the vocabulary ({vocab}): start it with "
+                f"--max-logprobs {vocab} (the run's shared server is); it said: {str(exc)[:160]}",
+                zh=f"该服务每个位置返回的 logprobs 少于词表大小（{vocab}）：需以 --max-logprobs {vocab} 启动"
+                   "（本次运行的共享服务即如此启动）") from exc
+        raise
+    return list(g.prompt_logprobs or [])
+
+
 def full_vocab(reference: Reference | None, target: Any, conf: Any) -> dict[str, Any]:
     """The target's full-vocabulary prompt logprobs for a bounded number of positions, against
     the reference's full logits: KL and centred cosine over the whole vocabulary (logprobs are
     logits minus one constant per position, so the centred cosine is exactly that of the
     logits). One request per sequence, its first FULL_VOCAB_PER_REQUEST positions (so at most
     that many x the number of sequences); the entries become float32 rows at once, so memory is
-    positions x vocab x 4 bytes."""
+    positions x vocab x 4 bytes. The target is an offline vLLM engine or a served vLLM model."""
     import numpy as np
 
     from ...engines import vllm_compat
 
     if not conf.deployment.full_vocab_positions:
         raise SectionSkipped("precision.deployment.full_vocab_positions is 0", zh="precision.deployment.full_vocab_positions 为 0")
-    if reference is None or getattr(target, "llm", None) is None:
-        raise SectionSkipped("needs the reference and an offline vLLM target (hf targets are compared over the full "
-                             "vocabulary in the teacher-forced step already)",
-                             zh="需要参考模型和离线 vLLM 目标（hf 目标已在 teacher-forced 步骤中做全词表比较）")
-    engine = target
+    served = getattr(target, "name", None) == "openai"
+    if reference is None or (getattr(target, "llm", None) is None and not served):
+        raise SectionSkipped("needs the reference and a vLLM target, offline or served (hf targets are compared "
+                             "over the full vocabulary in the teacher-forced step already)",
+                             zh="需要参考模型和 vLLM 目标（离线或服务）（hf 目标已在 teacher-forced 步骤中做全词表比较）")
     budget = conf.deployment.full_vocab_positions
-    vocab = int(vllm_compat.vllm_config(engine.llm).model_config.get_vocab_size())
-    sp = vllm_compat.sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False)
+    if served:  # the width of the reference's logits: the server returns that many entries per position
+        vocab = int(reference.engine.model.get_output_embeddings().weight.shape[0])
+    else:
+        vocab = int(vllm_compat.vllm_config(target.llm).model_config.get_vocab_size())
     t0 = time.perf_counter()
     rows: list[dict[str, float]] = []
     peak_bytes = 0
@@ -374,15 +453,19 @@ def full_vocab(reference: Reference | None, target: Any, conf: Any) -> dict[str,
         if len(rows) >= budget:
             break
         # at most FULL_VOCAB_PER_REQUEST positions per request: vLLM hands back one Python object per
-        # (position, token), ~100 bytes each (8 x 151,936 tokens: ~120 MB at once for a Qwen vocabulary)
+        # (position, token), ~100 bytes each (8 x 151,936 tokens: ~120 MB at once for a Qwen
+        # vocabulary; a server's JSON answer is about as large)
         take = min(budget - len(rows), FULL_VOCAB_PER_REQUEST, len(s.ids) - 1)
         ids = s.ids[: take + 1]
-        out = engine.llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)[0]
+        entries = _full_vocab_entries(target, ids, vocab)
         tgt = np.full((take, vocab), -np.inf, dtype=np.float32)
         for i in range(take):
-            entry = out.prompt_logprobs[i + 1]
-            tgt[i, list(entry.keys())] = [lp.logprob for lp in entry.values()]
-        del out
+            entry = entries[i + 1]
+            if entry is None or len(entry) < vocab:
+                raise RuntimeError(f"prompt {s.prompt.id}: {len(entry or {})} logprobs at position {i + 1}, "
+                                   f"expected the whole vocabulary ({vocab})")
+            tgt[i, list(entry.keys())] = list(entry.values())
+        del entries
         peak_bytes = max(peak_bytes, tgt.nbytes)
         ref_logits, _ = _forward(reference.engine, ids, take + 1, False)
         rows.extend(full_vocab_rows(ref_logits[:take], tgt))
