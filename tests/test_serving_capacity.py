@@ -37,6 +37,32 @@ def test_concurrency_search_ends_on_adjacent_integers():
     assert (res["highest_passing"], res["lowest_failing"]) == (11.0, 12.0)
 
 
+def test_concurrency_search_from_littles_law_finds_the_same_boundary_with_fewer_probes():
+    """The concurrency search starts at the requests in flight at the highest passing rate
+    (throughput x mean E2EL, the probes of the ttr2 494 M run): same answer as from 1, without
+    the slow probes far below it."""
+    rate_probes = [{"search": "rate", "x": 2.17, "met": True, "request_throughput_req_per_s": 1.38,
+                    "mean_e2el_ms": 5200.0},
+                   {"search": "rate", "x": 2.81, "met": True, "request_throughput_req_per_s": 1.58,
+                    "mean_e2el_ms": 5100.0},
+                   {"search": "rate", "x": 3.07, "met": False, "request_throughput_req_per_s": 1.67,
+                    "mean_e2el_ms": 5600.0}]
+    start = slo_capacity.littles_law_start(rate_probes, {"highest_passing": 2.81, "lowest_failing": 3.07})
+    assert start == 8  # int(1.58 x 5.1 s)
+    from_one: list[float] = []
+    from_start: list[float] = []
+    a = slo_capacity.search(_threshold_probe(6, from_one), 1, 0.15, lambda x: True, integer=True)
+    b = slo_capacity.search(_threshold_probe(6, from_start), start, 0.15, lambda x: True, integer=True)
+    assert (a["highest_passing"], a["lowest_failing"]) == (b["highest_passing"], b["lowest_failing"]) == (6.0, 7.0)
+    assert from_one == [1, 2, 4, 8, 6, 7] and from_start == [8, 4, 6, 7]
+    # no passing rate (or a probe without its latency): from 1, as before
+    assert slo_capacity.littles_law_start(rate_probes, {"highest_passing": None}) == 1
+    assert slo_capacity.littles_law_start(rate_probes, None) == 1
+    assert slo_capacity.littles_law_start([{**rate_probes[1], "mean_e2el_ms": None}], {"highest_passing": 2.81}) == 1
+    # a deployment far from saturation still starts at 1 or more
+    assert slo_capacity.littles_law_start([{**rate_probes[1], "mean_e2el_ms": 100.0}], {"highest_passing": 2.81}) == 1
+
+
 def test_search_stops_at_the_lowest_load_when_nothing_meets_the_slo():
     seen: list[float] = []
     res = slo_capacity.search(_threshold_probe(0.1, seen), 8.0, 0.15, lambda x: True, lowest=1.0)

@@ -290,6 +290,7 @@ class CapacityProbe(MetricsModel):
     p99_ttft_ms: float | None
     p99_tpot_ms: float | None
     p99_e2el_ms: float | None
+    mean_e2el_ms: float | None = None  # with the throughput, the concurrency search's start (Little's law)
     duration_s: float
     prefix_cache_reset: bool | None
     client_bound: bool | None = None  # the client itself was the bottleneck (loadgen.client_stats)

@@ -8,7 +8,7 @@ between the two searches): from half the highest request throughput the serving 
 (else the baseline's pace, one request in flight) the rate doubles while probes meet the target
 share, halves while they miss it, then bisects (geometrically) between the last rate that met it
 and the first that did not, until the two are within `resolution`; concurrency does the same on
-integers from 1. Every probe is
+integers, from the requests in flight at the highest passing rate (Little's law; else 1). Every probe is
 a clean load point (points.Client.measure), its goodput and share recorded, its requests saved.
 
 A probe of n requests that "meets 99 %" with n < 100 means every request met the SLOs: the card
@@ -191,7 +191,7 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
                        "request_throughput_req_per_s": m["request_throughput_req_per_s"],
                        "output_tok_per_s": m["output_tok_per_s"], "p99_ttft_ms": m["p99_ttft_ms"],
                        "p99_tpot_ms": m["p99_tpot_ms"], "p99_e2el_ms": m["p99_e2el_ms"],
-                       "duration_s": m["duration_s"], "prefix_cache_reset": got.clean["prefix_cache_reset"],
+                       "mean_e2el_ms": m.get("mean_e2el_ms"), "duration_s": m["duration_s"], "prefix_cache_reset": got.clean["prefix_cache_reset"],
                        # a probe the client itself could not drive measures the client: its verdict is flagged
                        "client_bound": got.run.client.get("client_bound")})
         rows.extend(got.run.rows(search=kind, probe=len(probes) - 1))
@@ -219,11 +219,26 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
         res = search(lambda x: probe("rate", x), start, cap.resolution, can_probe("rate"), lowest=start / 4)
         out["rate"] = {**res, "start": start}
     if "concurrency" in cap.search:
-        res = search(lambda x: probe("concurrency", x), 1, cap.resolution, can_probe("concurrency"), integer=True)
-        out["concurrency"] = {**res, "start": 1}
+        start_conc = littles_law_start(probes, out.get("rate"))
+        res = search(lambda x: probe("concurrency", x), start_conc, cap.resolution, can_probe("concurrency"),
+                     integer=True)
+        out["concurrency"] = {**res, "start": start_conc}
     out.update(probes=probes, requests_used=used["requests"], wall_s=time.perf_counter() - t0)
     run.add("capacity_slo", out)
     return CapacityResult(out, capacity_plot(run, out))
+
+
+def littles_law_start(probes: list[dict[str, Any]], rate: dict[str, Any] | None) -> int:
+    """Where the concurrency search starts: the requests in flight at the highest rate that met
+    the SLOs (Little's law: its throughput x its mean end-to-end latency), rounded down; 1
+    without a rate answer. The search then doubles or halves from there as from 1, so the answer
+    is the same boundary; it skips the probes far below it (on a slow deployment one request at a
+    time is the longest probe of all)."""
+    best = (rate or {}).get("highest_passing")
+    at = [pr for pr in probes if pr["search"] == "rate" and pr["x"] == best and pr["met"]]
+    if not at or not at[0].get("mean_e2el_ms") or not at[0].get("request_throughput_req_per_s"):
+        return 1
+    return max(1, int(at[0]["request_throughput_req_per_s"] * at[0]["mean_e2el_ms"] / 1000.0))
 
 
 @dataclass
