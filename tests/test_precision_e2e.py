@@ -125,10 +125,10 @@ def test_vllm_target_through_the_shared_server_reads_what_an_offline_engine_read
     assert s["full_vocab"]["mean_cosine_centered"] == pytest.approx(o["full_vocab"]["mean_cosine_centered"], abs=1e-4)
     assert s["free_running"]["num_compared_tokens"] == o["free_running"]["num_compared_tokens"]
     arms = {a["arm"]: a for a in s["deployment"]["arms"]}
-    assert arms["baseline"]["served"] is True and "shared server" in arms["baseline"]["setting"]
-    assert arms["batch"]["status"] == "ok" and arms["batch"]["served"] is True
+    assert arms["baseline"]["via_shared_server"] is True and "shared server" in arms["baseline"]["setting"]
+    assert arms["batch"]["status"] == "ok" and arms["batch"]["via_shared_server"] is True
     # the served prefix-cache arm: reset through the server's route, hits counted from `usage`
     assert arms["prefix_cache"]["status"] == "ok", arms["prefix_cache"].get("reason")
-    assert arms["prefix_cache"]["served"] is True and arms["prefix_cache"]["cached_tokens"] > 0
+    assert arms["prefix_cache"]["via_shared_server"] is True and arms["prefix_cache"]["cached_tokens"] > 0
     assert arms["prefix_cache"]["cached_tokens_miss"] == 0
-    assert arms["chunked_prefill"]["status"] == "ok" and arms["chunked_prefill"]["served"] is False
+    assert arms["chunked_prefill"]["status"] == "ok" and arms["chunked_prefill"]["via_shared_server"] is False

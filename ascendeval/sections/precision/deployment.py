@@ -452,7 +452,7 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
     base_row = {"arm": BASELINE, "kind": BASELINE,
                 "setting": "the params' target, eager" + (", through the run's shared server" if on_server else ""),
                 "setting_zh": "参数中的目标，eager 模式" + ("，经本次运行的共享服务" if on_server else ""),
-                "status": "ok", "served": on_server,
+                "status": "ok", "via_shared_server": on_server,
                 "engine_start_s": base.engine_start_s, "reused_engine": eager_target, "wall_s": base.wall_s,
                 **{k: v for k, v in base_fig.items() if not k.endswith("_vs_baseline") and k not in
                    ("num_prompts_diverged", "first_divergence_min", "divergences_beyond_tie")}}
@@ -480,7 +480,7 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
                 continue
         on_target = arm.name == target_arm or (arm.on_baseline and eager_target)
         row.update(status="ok", engine_start_s=p.engine_start_s, reused_engine=arm.on_baseline or
-                   (arm.name == target_arm), served=served and on_target, wall_s=p.wall_s, **fig)
+                   (arm.name == target_arm), via_shared_server=served and on_target, wall_s=p.wall_s, **fig)
         row["verdict"] = arm_verdict(row, base_fig, dep.thresholds)
         results.append(row)
         rows += arm_rows

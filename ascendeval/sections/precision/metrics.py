@@ -129,7 +129,7 @@ class DeploymentArm(MetricsModel):
     reason_zh: str | None = None
     engine_start_s: float | None = None  # None: the engine was already running (reused)
     reused_engine: bool | None = None
-    served: bool | None = None  # read through the run's shared server (the params' target, served)
+    via_shared_server: bool | None = None  # read through the run's shared server (the params' target, served)
     wall_s: float | None = None
     prefill_not_measured: str | None = None  # the engine refused prompt logprobs: why
     tf_num_positions: int | None = None
