@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ... import benchmarks_data as bdata
 from ... import paths, records, sandbox
@@ -39,6 +39,7 @@ from ...quality_checks import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CODE_STOPS_BASE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert"]
 DEFAULT_MAX_TOKENS = {"gsm8k": 256, "mc": 8, "humaneval": 256, "mbpp": 256}
@@ -138,6 +139,19 @@ def _gen(target: Target, prompts_chat: list[str], prompts_base: list[str], sampl
     return target.engine.generate(prompts_base, sampling)
 
 
+def _side_by_side(target: Target, jobs: list[Callable[[], T]]) -> list[T]:
+    """Run independent jobs (groups of requests) and return their results in order. A served
+    target takes them at once, from threads, so the server batches the requests of every group
+    together, as it batches any concurrent clients (a group of 3 long generations no longer holds
+    the server at batch 3 while the next group waits); an offline engine runs them one by one."""
+    if target.name != "openai" or len(jobs) <= 1:
+        return [job() for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
 def _base_prompt(item: dict[str, Any]) -> str:
     return item.get("completion") or f"Question: {item['prompt']}\nAnswer:"
 
@@ -168,10 +182,13 @@ def run_suites(run: Any, target: Target) -> SuiteResult:
     # batches any list (the server, `server_concurrency` requests at once); batch_invariance
     # below measures whether batching changes a greedy output
     gens: list[Any] = [None] * len(items)
-    for key in dict.fromkeys((s.max_tokens, tuple(s.stop or ())) for s in samplings):
-        idx = [i for i, s in enumerate(samplings) if (s.max_tokens, tuple(s.stop or ())) == key]
-        outs = _gen(target, [items[i]["prompt"] for i in idx], [_base_prompt(items[i]) for i in idx], samplings[idx[0]])
-        for i, g in zip(idx, outs):
+    groups = [[i for i, s in enumerate(samplings) if (s.max_tokens, tuple(s.stop or ())) == key]
+              for key in dict.fromkeys((s.max_tokens, tuple(s.stop or ())) for s in samplings)]
+    outs = _side_by_side(target, [
+        (lambda idx=idx: _gen(target, [items[i]["prompt"] for i in idx], [_base_prompt(items[i]) for i in idx],
+                              samplings[idx[0]])) for idx in groups])
+    for idx, group_out in zip(groups, outs):
+        for i, g in zip(idx, group_out):
             gens[i] = g
     rows: list[dict[str, Any]] = []
     for it, g in zip(items, gens):
@@ -419,14 +436,16 @@ def run_benchmark(run: Any, target: Target, bconf: Any) -> BenchResult:
 
 def run_benchmarks(run: Any, target: Target) -> list[BenchResult]:
     """Every configured benchmark; a missing dataset is a skipped benchmark, a crash a failed one."""
-    results = []
-    for bconf in run.conf.benchmarks:
+    def one(bconf: Any) -> BenchResult:
         try:
-            r = run_benchmark(run, target, bconf)
+            return run_benchmark(run, target, bconf)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             log.exception("benchmark %s failed", bconf.name)
-            r = BenchResult(bconf.name, "failed", f"{type(exc).__name__}: {exc}"[:300])
-        results.append(r)
+            return BenchResult(bconf.name, "failed", f"{type(exc).__name__}: {exc}"[:300])
+
+    if target.name == "openai":
+        target.engine.tokenizer()  # loaded once here, not by several benchmark threads at once
+    results = _side_by_side(target, [lambda b=bconf: one(b) for bconf in run.conf.benchmarks])
     metrics = {r.name: {"status": r.status, "reason": r.reason, "provenance": r.provenance, **r.scores}
                for r in results}
     run.add("benchmarks", metrics)
