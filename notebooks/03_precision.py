@@ -21,7 +21,9 @@
 #
 # * **Reference** — transformers in float32 greedily continues each prompt (mixed English /
 #   Chinese / code / arithmetic by default). Prompt + continuation is the sequence both sides are
-#   scored on.
+#   scored on. The target proposes the continuation and one reference forward checks it; the
+#   reference generates only from where its own choice differs, so the continuation is the
+#   reference's greedy one without generating it token by token.
 # * **Teacher-forced comparison** — the target reads exactly that sequence, so position *i* has the
 #   same context on both sides even after a top-1 flip. Per position: top-1 agreement, top-k
 #   overlap, cosine / MSE / max-abs of logits, KL(ref‖target) over the full vocabulary, and the
@@ -52,17 +54,17 @@ print(f"reference: transformers {run.conf.reference_dtype} on {run.conf.referenc
       f"target: {run.cfg.target.engine}/{run.cfg.target.device} {run.cfg.model.dtype}")
 
 # %% [markdown]
-# ## Reference run: prompts and the reference's greedy continuations
-
-# %%
-ref = run.step("reference", precision.run_reference, run.cfg, run.conf, run=run)
-run.show("reference", ref)
-
-# %% [markdown]
 # ## Target engine
 
 # %%
-target = run.step("target", precision.open_target_engine, run, ref)
+target = run.step("target", precision.open_target_engine, run)
+
+# %% [markdown]
+# ## Reference run: prompts and the reference's greedy continuations
+
+# %%
+ref = run.step("reference", precision.run_reference, run.cfg, run.conf, run=run, target=target)
+run.show("reference", ref)
 
 # %% [markdown]
 # ## Teacher-forced comparison

@@ -43,6 +43,44 @@ def test_reference_sequences(reference):
     assert info["dtype"] == "float32" and info["device"] == "cpu" and info["num_prompts"] == 3
 
 
+def test_target_proposed_continuations_equal_the_references_own_generation(reference, tiny_path):
+    """The reference's continuations, proposed by a target and checked by one reference forward,
+    are exactly those it generates token by token: with the same model in float32 every token is
+    confirmed and nothing is generated; with a bfloat16 target whose proposals drift, and with
+    one whose proposals are another model's (the trained tiny-qwen2), the reference generates
+    from the first position its own choice differs, and the result is still its own."""
+    cfg = _cfg("float32")
+    conf = cfg.sections.precision
+    own = [s.continuation_ids for s in reference.sequences]
+    same = precision.open_target(cfg, tiny_path)
+    try:
+        got = precision.run_reference(cfg, conf, tiny_path, target=same)
+    finally:
+        precision.close(same)
+    assert [s.continuation_ids for s in got.sequences] == own
+    assert got.continuations_from == "target_verified" and got.reference_generated_tokens == 0
+    assert got.target_tokens_verified == sum(len(c) for c in own)
+    assert got.target_continuations == own
+    assert [s.continuation_text for s in got.sequences] == [s.continuation_text for s in reference.sequences]
+    precision.close(got)
+
+    other_path = str(builtin_models.ensure("tiny-qwen2"))
+    other = precision.open_target(_cfg("float32"), other_path)
+    try:
+        got = precision.run_reference(cfg, conf, tiny_path, target=other)
+    finally:
+        precision.close(other)
+    assert [s.continuation_ids for s in got.sequences] == own
+    assert got.reference_generated_tokens > 0  # the proposals were another model's: it generated the rest
+    assert got.target_tokens_verified + got.reference_generated_tokens == sum(len(c) for c in own)
+    info = got.info()
+    assert info["continuations_from"] == "target_verified" and info["reference_generated_tokens"] > 0
+    # the teacher-forced rows come from the forward the check made (kept by token ids)
+    s0 = got.sequences[0]
+    assert torch.equal(got.logits(s0.ids, 3), precision._forward(got.engine, s0.ids, 3, False)[0])
+    precision.close(got)
+
+
 def test_identical_model_and_dtype_is_perfect(reference, tiny_path):
     cfg = _cfg("float32")
     conf = cfg.sections.precision

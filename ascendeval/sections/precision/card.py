@@ -22,6 +22,9 @@ def render(b: CardBuilder) -> None:
                 prompts=ref.get("num_prompts"), tokens=ref.get("num_continuation_tokens")))
         if "fallback" in str(ref.get("loaded_as") or ""):
             b.add(L(lang, "reference_fallback", how=ref["loaded_as"]))
+        if ref.get("continuations_from") == "target_verified":
+            b.add(L(lang, "prec_reference_verified", verified=ref.get("target_tokens_verified"),
+                    generated=ref.get("reference_generated_tokens")))
     if any(e.get("label") == "target" and e.get("shared") for e in m.get("engine_starts") or []):
         b.add(L(lang, "prec_target_served"))
     tf = m.get("teacher_forced")

@@ -314,14 +314,11 @@ def _window(seq: Any, conf: Any) -> tuple[int, int]:
 
 def reference_logits(reference: Any, conf: Any) -> list[Any]:
     """Per reference sequence, the reference's logits at the compared positions ([n, V] each)."""
-    from .steps import _forward
-
     out = []
     for s in reference.sequences:
         start, end = _window(s, conf)
         n = end - start
-        logits, _ = _forward(reference.engine, s.ids, n + 1, False)
-        out.append(logits[:n])
+        out.append(reference.logits(s.ids, n + 1)[:n])  # the teacher-forced step's forward, kept
     return out
 
 

@@ -28,6 +28,12 @@ class ReferenceEngine(MetricsModel):
     num_prompts: int
     num_continuation_tokens: int
     num_sequence_tokens: int
+    # "reference": generated token by token on the reference; "target_verified": the target's
+    # greedy continuation checked by one reference forward, the reference generating from where
+    # it would have chosen otherwise (steps.reference_continuations). Same continuations.
+    continuations_from: Literal["reference", "target_verified"] | None = None
+    reference_generated_tokens: int | None = None  # tokens the reference generated itself
+    target_tokens_verified: int | None = None  # proposed tokens the reference's own choice confirmed
 
 
 class _TeacherForced(MetricsModel):

@@ -2,20 +2,23 @@
 
 Flow (notebook 03_precision calls these in order):
 
-1. ``run_reference``: transformers on ``reference_device``/``reference_dtype`` (float32 CPU by
-   default) greedily continues every prompt. Its token sequence (prompt + continuation) is THE
-   sequence both sides are scored on.
-2. ``open_target_engine``: the engine from params (hf on any device/dtype, vllm, openai). A vllm
+1. ``open_target_engine``: the engine from params (hf on any device/dtype, vllm, openai). A vllm
    target is read through the run's shared server when it has one (``target_via``): prompt
    logprobs, full-vocabulary logprobs and greedy continuations are all on vLLM's API, so the
    target's configuration is not started a second time.
+2. ``run_reference``: transformers on ``reference_device``/``reference_dtype`` (float32 CPU by
+   default) and its greedy continuation of every prompt. Its token sequence (prompt +
+   continuation) is THE sequence both sides are scored on. The target proposes the continuations
+   and one reference forward checks them; the reference generates only from where its own choice
+   differs (``reference_continuations``), so they are its greedy ones without generating every
+   token on a float32 model.
 3. ``teacher_forced``: the target reads the reference's sequence, so position i means the same
    context on both sides even after the two would have diverged in free generation.
    hf targets give full logits (scope ``full_vocab``); vllm/openai give top-N
    ``prompt_logprobs`` only (scope ``target_returned``: see precision_metrics). Streams one prompt
    at a time and keeps per-position scalars and running sums only.
-4. ``free_running``: greedy generation on the target from the same prompt ids; agreement,
-   first divergence, texts side by side from there.
+4. ``free_running``: greedy generation on the target from the same prompt ids (its proposals
+   of step 2, not asked for again); agreement, first divergence, texts side by side from there.
 5. ``full_vocab`` (vLLM targets, offline or served): every vocabulary entry's logprob for a bounded
    number of positions, so KL and the (centred) logits cosine are measured over the whole
    vocabulary there too. A server returns them when its max_logprobs covers the vocabulary (the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,6 +42,8 @@ from typing import Any
 from ... import paths
 from ... import precision_metrics as pm
 from ...errors import SectionSkipped
+
+log = logging.getLogger(__name__)
 
 PROMPTS_FILE = paths.PACKAGE_DIR / "data" / "precision_prompts.json"
 FULL_VOCAB_PER_REQUEST = 8
@@ -105,13 +111,34 @@ class Reference:
     load_s: float
     generate_s: float
     loaded_as: str | None = None  # reference_model.ReferencePlan.describe() when planned
+    # how the continuations were obtained (see reference_continuations)
+    continuations_from: str = "reference"  # "reference" | "target_verified"
+    reference_generated_tokens: int | None = None
+    target_tokens_verified: int | None = None
+    # the target's greedy continuation of each prompt, when they were proposed by the target
+    # (free_running reuses them: the same request would be sent again)
+    target_continuations: list[list[int]] | None = None
+    # reference logits of a sequence's last rows, by token ids: the teacher-forced step and the
+    # deployment matrix read the same rows the continuation check computed (one forward each)
+    _logits: dict[tuple[int, ...], Any] = field(default_factory=dict, repr=False)
+
+    def logits(self, ids: list[int], keep: int) -> Any:
+        """The reference's logits of the last `keep` positions of `ids` ([keep, V], float, cpu)."""
+        got = self._logits.get(tuple(ids))
+        if got is None or got.shape[0] < keep:
+            got, _ = _forward(self.engine, ids, keep, False)
+            self._logits[tuple(ids)] = got
+        return got[-keep:]
 
     def info(self) -> dict[str, Any]:
         return {"engine": "hf", "device": self.device, "dtype": self.dtype, "loaded_as": self.loaded_as,
                 "load_s": self.load_s,
                 "generate_s": self.generate_s, "num_prompts": len(self.sequences),
                 "num_continuation_tokens": sum(len(s.continuation_ids) for s in self.sequences),
-                "num_sequence_tokens": sum(len(s.ids) for s in self.sequences)}
+                "num_sequence_tokens": sum(len(s.ids) for s in self.sequences),
+                "continuations_from": self.continuations_from,
+                "reference_generated_tokens": self.reference_generated_tokens,
+                "target_tokens_verified": self.target_tokens_verified}
 
     def table(self) -> Any:
         import pandas as pd
@@ -122,9 +149,12 @@ class Reference:
 
 
 def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Prompt] | None = None,
-                  run: Any = None) -> Reference:
-    """Load the reference model and greedily continue every prompt (max_new_tokens). With `run`
-    (a SectionRun) the engine is started through it, so its start time lands in engine_starts."""
+                  run: Any = None, target: Any = None) -> Reference:
+    """Load the reference model and its greedy continuation of every prompt (max_new_tokens).
+    With `target`, the target proposes them and the reference checks them teacher-forced, and
+    generates only where it would have chosen otherwise (reference_continuations): the same
+    continuations, one forward each instead of token-by-token generation. With `run` (a
+    SectionRun) the engine is started through it, so its start time lands in engine_starts."""
     from ...engines.base import Sampling
 
     path = path or model_path(cfg)
@@ -147,19 +177,84 @@ def run_reference(cfg: Any, conf: Any, path: str | None = None, prompts: list[Pr
         eng = _hf_engine(path, conf.reference_device, conf.reference_dtype, cfg.model.trust_remote_code)
     load_s = time.perf_counter() - t0
     tok = eng.tokenizer()
-    seqs: list[RefSequence] = []
     t1 = time.perf_counter()
+    prompt_ids = []
     for p in prompts:
         ids = list(tok(p.text, add_special_tokens=True)["input_ids"])
         if not ids:
             raise ValueError(f"prompt {p.id!r} tokenizes to nothing")
-        g = eng.generate([ids], Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))[0]
-        seqs.append(RefSequence(prompt=p, prompt_ids=ids, continuation_ids=list(g.token_ids),
-                                continuation_text=g.text))
+        prompt_ids.append(ids)
     plan = getattr(eng, "plan", None)
-    return Reference(engine=eng, sequences=seqs, device=plan.device if plan else conf.reference_device,
-                     dtype=plan.dtype if plan else conf.reference_dtype, load_s=load_s,
-                     generate_s=time.perf_counter() - t1, loaded_as=plan.describe() if plan else None)
+    ref = Reference(engine=eng, sequences=[], device=plan.device if plan else conf.reference_device,
+                    dtype=plan.dtype if plan else conf.reference_dtype, load_s=load_s, generate_s=0.0,
+                    loaded_as=plan.describe() if plan else None)
+    if target is not None:
+        ref.sequences = reference_continuations(ref, target, prompts, prompt_ids, conf)
+    else:
+        for p, ids in zip(prompts, prompt_ids):
+            g = eng.generate([ids], Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))[0]
+            ref.sequences.append(RefSequence(prompt=p, prompt_ids=ids, continuation_ids=list(g.token_ids),
+                                             continuation_text=g.text))
+        ref.reference_generated_tokens = sum(len(s.continuation_ids) for s in ref.sequences)
+    ref.generate_s = time.perf_counter() - t1
+    return ref
+
+
+def _eos_ids(engine: Any) -> set[int]:
+    eos = engine.model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def reference_continuations(ref: Reference, target: Any, prompts: list[Prompt], prompt_ids: list[list[int]],
+                            conf: Any) -> list[RefSequence]:
+    """The reference's greedy continuations, proposed by the target and checked by the reference.
+
+    The target continues every prompt greedily (one batched call, or requests to its server).
+    One reference forward over prompt + proposal gives the reference's own choice at each
+    position: up to the first position where it differs, greedy generation on the reference
+    would have produced exactly the proposal (same context, same choice). From there (or past a
+    proposal that ended before the reference would stop) the reference generates the rest
+    itself. The result is the reference's greedy continuation, as generating it token by token
+    gives, at the cost of one forward where the two agree; those rows are kept for the
+    teacher-forced step. A target that fails here leaves the reference to generate alone."""
+    from ...engines.base import Sampling
+
+    eng, n_new = ref.engine, conf.max_new_tokens
+    tok = eng.tokenizer()
+    eos = _eos_ids(eng)
+    try:
+        proposals = [list(g.token_ids)[:n_new] for g in
+                     target.generate(prompt_ids, Sampling(max_tokens=n_new, temperature=0.0))]
+        ref.target_continuations = proposals
+    except Exception as exc:  # noqa: BLE001 - the reference then generates every token itself
+        log.warning("the target did not propose continuations (%s: %s); the reference generates them",
+                    type(exc).__name__, exc)
+        proposals = [[] for _ in prompt_ids]
+    seqs: list[RefSequence] = []
+    generated = verified = 0
+    for p, ids, prop in zip(prompts, prompt_ids, proposals):
+        agree = 0
+        if prop:
+            full = ids + prop
+            # rows predicting each proposed token, plus the row after it; at least the rows the
+            # teacher-forced window compares (the cached forward then serves that step too)
+            start, end = _window(RefSequence(p, ids, prop, ""), conf)
+            keep = max(len(prop) + 1, end - start + 1)
+            choice = ref.logits(full, keep)[-(len(prop) + 1):].argmax(-1).tolist()
+            while agree < len(prop) and choice[agree] == prop[agree]:
+                agree += 1
+        cont = prop[:agree]
+        verified += agree
+        finished = len(cont) >= n_new or (cont and cont[-1] in eos)
+        if not finished:  # the reference diverges here, or goes on past a shorter proposal
+            g = eng.generate([ids + cont], Sampling(max_tokens=n_new - len(cont), temperature=0.0))[0]
+            cont = cont + list(g.token_ids)
+            generated += len(g.token_ids)
+        text = tok.decode([t for t in cont if t not in eos], skip_special_tokens=True)
+        seqs.append(RefSequence(prompt=p, prompt_ids=ids, continuation_ids=cont, continuation_text=text))
+    ref.continuations_from = "target_verified" if ref.target_continuations is not None else "reference"
+    ref.reference_generated_tokens, ref.target_tokens_verified = generated, verified
+    return seqs
 
 
 def open_target(cfg: Any, path: str | None = None) -> Any:
@@ -205,15 +300,16 @@ def target_served(run: Any) -> bool:
 def open_target_engine(run: Any, reference: Reference | None = None) -> Any:
     """The target engine as params describe it. A vllm target is read through the run's shared
     server when it has one (no second start of the same configuration); otherwise an offline
-    engine that may return every vocabulary entry's logprob (max_logprobs = vocab size, read from
-    the reference's config; no effect on numerics) so the full-vocabulary step can run on it."""
-    vocab = getattr(getattr(getattr(reference, "engine", None), "model", None), "config", None)
-    full = run.conf.deployment.full_vocab_positions and vocab is not None
+    engine that may return every vocabulary entry's logprob (max_logprobs = vocab size, from the
+    model's config; no effect on numerics) so the full-vocabulary step can run on it. Opened
+    before the reference's continuations: the target proposes them."""
+    config = getattr(getattr(getattr(reference, "engine", None), "model", None), "config", None)
+    vocab = int(config.vocab_size) if config is not None else model_vocab_size(run.model().path)
+    full = bool(run.conf.deployment.full_vocab_positions and vocab)
     if target_served(run):
         stack = contextlib.ExitStack()
         # the shared server (started with max_logprobs for this step), else one served here with it
-        over = {"max_logprobs": int(vocab.vocab_size)} if full and not run.shared_server_url() \
-            and not run.cfg.server.url else {}
+        over = {"max_logprobs": vocab} if full and not run.shared_server_url() and not run.cfg.server.url else {}
         url = stack.enter_context(run.served("target", **over))
         try:
             eng = run.engine("target", engine="openai", base_url=url, concurrency=run.conf.server_concurrency)
@@ -224,7 +320,7 @@ def open_target_engine(run: Any, reference: Reference | None = None) -> Any:
         return eng
     over: dict[str, Any] = {}
     if run.cfg.target.engine == "vllm" and full:
-        over["max_logprobs"] = int(vocab.vocab_size)
+        over["max_logprobs"] = vocab
     return run.engine("target", **over)
 
 
@@ -341,7 +437,10 @@ def teacher_forced(reference: Reference, target: Any, conf: Any) -> TeacherForce
         if n <= 0:
             continue
         keep = n + 1  # logits of positions start..L-1; the last one predicts past the sequence
-        ref_logits, ref_hs = _forward(reference.engine, s.ids, keep, want_hidden)
+        if want_hidden:
+            ref_logits, ref_hs = _forward(reference.engine, s.ids, keep, want_hidden)
+        else:
+            ref_logits, ref_hs = reference.logits(s.ids, keep), None
         ref_logits = ref_logits[:n]
         next_tokens = s.ids[start + 1: end + 1]
         if full:
@@ -509,24 +608,27 @@ def free_running(reference: Reference, target: Any, conf: Any) -> FreeRunResult:
         raise SectionSkipped("needs the reference sequences and the target engine (steps 'reference', 'target')",
                              zh="需要参考基线的序列和被测目标的引擎（步骤 'reference'、'target'）")
     tok = reference.engine.tokenizer()
-    gens = target.generate([s.prompt_ids for s in reference.sequences],
-                           Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))
+    if reference.target_continuations is not None:  # the same greedy request, already answered
+        outs = reference.target_continuations
+    else:
+        outs = [list(g.token_ids) for g in target.generate([s.prompt_ids for s in reference.sequences],
+                                                           Sampling(max_tokens=conf.max_new_tokens, temperature=0.0))]
     rows = []
     agree = compared = prefix = 0
-    for s, g in zip(reference.sequences, gens):
-        c = pm.compare_continuations(s.continuation_ids, list(g.token_ids))
+    for s, out in zip(reference.sequences, outs):
+        c = pm.compare_continuations(s.continuation_ids, out)
         d = c.first_divergence
         agree += c.num_agree
         compared += c.num_compared
         prefix += c.prefix_match
         rows.append({
             "prompt_id": s.prompt.id, "kind": s.prompt.kind, "reference_tokens": len(s.continuation_ids),
-            "target_tokens": len(g.token_ids), "token_agreement": c.token_agreement, "prefix_match": c.prefix_match,
+            "target_tokens": len(out), "token_agreement": c.token_agreement, "prefix_match": c.prefix_match,
             "first_divergence": d,
             "common_text": tok.decode(s.continuation_ids[: c.prefix_match], skip_special_tokens=True),
             "reference_from_divergence": "" if d is None else tok.decode(s.continuation_ids[d:], skip_special_tokens=True),
-            "target_from_divergence": "" if d is None else tok.decode(list(g.token_ids)[d:], skip_special_tokens=True),
-            "reference_ids": s.continuation_ids, "target_ids": list(g.token_ids),
+            "target_from_divergence": "" if d is None else tok.decode(out[d:], skip_special_tokens=True),
+            "reference_ids": s.continuation_ids, "target_ids": list(out),
         })
     summary = {
         "num_prompts": len(rows),
