@@ -180,8 +180,17 @@ def test_run_time_table_counts_the_targets_starts_and_says_why(tmp_path):
     assert starts[0] == ("shared", "role_target_served")
     md = report.build_card(data, "en").markdown
     assert f"started {len(starts)} time(s) in this run" in md and "went through the shared server" in md
+    # every section of the golden run read the target through the shared server: one start
+    assert starts == [("shared", "role_target_served")]
+    # a run without one: precision started an offline engine of the target's configuration
     man = json.loads((run / "run.json").read_text())
     man.pop("shared_server")
     (run / "run.json").write_text(json.dumps(man))
-    md = report.build_card(report.load_run(run), "en").markdown
-    assert "This run had no shared server" in md
+    prec = json.loads((run / "records" / "precision.json").read_text())
+    prec["metrics"]["engine_starts"] = [st for st in prec["metrics"]["engine_starts"] if st["label"] != "target"] + [
+        {"label": "target", "engine": "vllm", "wall_s": 12.5, "overrides": {"max_logprobs": 12288}}]
+    (run / "records" / "precision.json").write_text(json.dumps(prec))
+    data = report.load_run(run)
+    assert target_starts(data) == [("precision", "role_target_offline")]
+    md = report.build_card(data, "en").markdown
+    assert "started 1 time(s) in this run" in md and "This run had no shared server" in md
