@@ -282,36 +282,6 @@ def test_serving_repeats_pool_into_one_point_and_measure_the_noise(tmp_path):
     assert any("serving_agreement[median_tpot_ms" in x and "repeat_spread" in x for x in problems), problems
 
 
-def test_slo_baseline_is_the_sweeps_concurrency_1_point_not_a_second_measurement(tmp_path):
-    """SLOs derived from a single-request baseline: with a concurrency-1 point in the sweep, that
-    point is the baseline (no requests are sent for it before the sweep: the server counts only
-    the sweep's), and every point's goodput is under the SLOs derived from it; verify agrees.
-    Without such a point, the baseline is measured before the sweep as before (test above with
-    concurrency 2: _check_serving_beyond_the_anchors)."""
-    from ascendeval import verify
-    from ascendeval.simserver import SimServer, SimSpec
-
-    with SimServer(SimSpec(ttft_s=0.02, tpot_s=0.004)) as sim:
-        params = _serving_params(tmp_path, sim.url, concurrencies="[1, 2]", repeats=2,
-                                 capacity="{enabled: true, baseline_requests: 4}")
-        result, rec, rows = _serving_record(tmp_path, params)
-        served = sim.requests_seen  # completions the server answered (the readiness probes are other routes)
-    m = rec["metrics"]
-    assert m["steps"]["serving"]["status"] == "ok", m["steps"]["serving"]
-    one = next(p for p in m["serving"] if p["sweep"] == "concurrency" and p["max_concurrency"] == 1)
-    slo = m["serving_slo"]
-    base = slo["single_request_baseline"]
-    assert slo["source"] == "baseline" and base["source"] == "the serving sweep's concurrency-1 point"
-    assert base["completed_count"] == one["completed_count"] == 20
-    assert base["median_ttft_ms"] == one["median_ttft_ms"] and base["median_tpot_ms"] == one["median_tpot_ms"]
-    assert slo["ttft_ms"] >= 5 * base["median_ttft_ms"] and slo["tpot_ms"] >= 2 * base["median_tpot_ms"]
-    assert all(p["good_count"] is not None and 0 <= p["good_count"] <= p["completed_count"] for p in m["serving"])
-    # every request the client sent is a sweep row: none went to a separate baseline
-    assert len(rows) == sum(p["num_requests"] + p.get("warmup_count", 0) for p in m["serving"])
-    assert served == len(rows)
-    assert verify.verify_run(tmp_path / "run").ok
-
-
 def test_card_warns_when_the_same_settings_disagree_beyond_the_noise(tmp_path):
     """The card's agreement table and the section's verdict: info while the two measurements agree,
     warn (with both values and the spread) when the record says they do not."""

@@ -20,9 +20,7 @@ def slo_note(b: CardBuilder, m: dict[str, Any]) -> None:
     text = slo_text(slo)
     if slo.get("source") == "baseline" and isinstance(slo.get("single_request_baseline"), dict):
         base, f = slo["single_request_baseline"], slo.get("factors") or {}
-        where = L(lang, "slo_baseline_where_point" if "concurrency-1" in str(base.get("source") or "")
-                  else "slo_baseline_where_before")
-        b.add(L(lang, "slo_from_baseline", slo=text, n=base.get("completed_count"), where=where,
+        b.add(L(lang, "slo_from_baseline", slo=text, n=base.get("completed_count"),
                 ttft=fmt(base.get("median_ttft_ms"), "median_ttft_ms", lang),
                 tpot=fmt(base.get("median_tpot_ms"), "median_tpot_ms", lang),
                 fx=f.get("ttft_x_baseline"), px=f.get("tpot_x_baseline")))

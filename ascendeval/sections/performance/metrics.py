@@ -259,7 +259,6 @@ class SloBaseline(MetricsModel):
     median_tpot_ms: float | None
     median_e2el_ms: float | None
     request_throughput_req_per_s: float
-    source: str | None = None  # measured for the SLOs before the sweep, or the sweep's concurrency-1 point
 
 
 class ServingSlo(MetricsModel):

@@ -17,7 +17,7 @@ from ...output_guard import OutputGuard
 from . import points as points_mod
 from . import timeline
 from .setup import Plan
-from .slo_capacity import Slo, baseline_from_point, derives_slo, effective_slo
+from .slo_capacity import Slo, effective_slo
 
 
 @dataclass
@@ -82,17 +82,11 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard |
     c = p.conf.serving
     client = make_client(run, p, base_url, guard)
     tok = client.tok
+    slo = effective_slo(run, client)
     n_sweep = c.sweep_num_prompts or c.num_prompts
     plan_points = [("main", _rate(c.request_rate), c.max_concurrency, c.num_prompts)]
     plan_points += [("rate", _rate(r), c.max_concurrency, n_sweep) for r in c.request_rates]
     plan_points += [("concurrency", math.inf, k, n_sweep) for k in c.concurrencies]
-    # SLOs derived from a single-request baseline: the sweep's concurrency-1 point is that
-    # baseline already (same server, same prompt shape), so it is not measured twice; the
-    # points' goodput is then computed once every repeat is in
-    one_at_a_time = next((i for i, (_, rate, conc, n) in enumerate(plan_points)
-                          if math.isinf(rate) and conc == 1 and n * c.repeats >= c.capacity.baseline_requests), None)
-    deferred = one_at_a_time is not None and derives_slo(run, c)
-    slo = None if deferred else effective_slo(run, client)
     runs: list[list[loadgen.LoadRun]] = [[] for _ in plan_points]
     repeats: list[list[dict[str, Any]]] = [[] for _ in plan_points]
     points: list[dict[str, Any]] = []
@@ -138,9 +132,6 @@ def _serve_against(run: SectionRun, p: Plan, base_url: str, guard: OutputGuard |
                 first = next(iter(one["errors"]), "?")
                 raise ServingFailed(f"{one['failed_count']}/{one['num_requests']} requests failed at {spec.label()} "
                                     f"(repeat {k + 1}; allowed fraction {c.max_failed_fraction}); first error: {first}")
-    if deferred:
-        slo = effective_slo(run, client, baseline=baseline_from_point(points[one_at_a_time]))
-        points = [_pooled_point(runs[i], repeats[i], plan_points[i][0], slo) for i in range(len(points))]
     for pt, lr in zip(points, runs):  # the intervals once every repeat is in
         pt["ci"] = point_intervals(lr)
     run.add("serving", points)

@@ -49,29 +49,10 @@ class Slo:
         return ", ".join(f"{names[k]} ≤ {v:.4g} ms" for k, v in self.ms.items() if v is not None)
 
 
-def derives_slo(run: SectionRun, conf: Any) -> bool:
-    """Whether effective_slo would derive the SLOs from a single-request baseline (none yet, the
-    params set none, the capacity search is on)."""
-    return (not isinstance(run.metrics.get("serving_slo"), dict)
-            and all(v is None for v in (conf.slo_ttft_ms, conf.slo_tpot_ms, conf.slo_e2el_ms))
-            and conf.capacity.enabled)
-
-
-def baseline_from_point(point: dict[str, Any]) -> dict[str, Any]:
-    """A load point with one request in flight (the serving sweep's concurrency-1 point) as the
-    single-request baseline: its requests are exactly that, on the same server and prompt shape."""
-    return {"num_requests": point["num_requests"], "completed_count": point["completed_count"],
-            "median_ttft_ms": point.get("median_ttft_ms"), "median_tpot_ms": point.get("median_tpot_ms"),
-            "median_e2el_ms": point.get("median_e2el_ms"),
-            "request_throughput_req_per_s": point["request_throughput_req_per_s"],
-            "source": "the serving sweep's concurrency-1 point"}
-
-
-def effective_slo(run: SectionRun, client: points_mod.Client, baseline: dict[str, Any] | None = None) -> Slo | None:
-    """The params' SLOs, else ones derived from a single-request baseline: `baseline` when given
-    (baseline_from_point), else measured now (recorded as `serving_slo`); None when the params
-    set none and the capacity search is off. Measured once per section: a later step reads it
-    from the record."""
+def effective_slo(run: SectionRun, client: points_mod.Client) -> Slo | None:
+    """The params' SLOs, else ones derived from a single-request baseline measured now (recorded
+    as `serving_slo`); None when the params set none and the capacity search is off. Measured once
+    per section: a later step reads it from the record."""
     c = client.conf
     known = run.metrics.get("serving_slo")
     if isinstance(known, dict):
@@ -84,7 +65,7 @@ def effective_slo(run: SectionRun, client: points_mod.Client, baseline: dict[str
     cap = c.capacity
     if not cap.enabled:
         return None
-    base = baseline if baseline is not None else single_request_baseline(client)
+    base = single_request_baseline(client)
     factors = {"ttft": cap.ttft_x_baseline, "tpot": cap.tpot_x_baseline, "e2el": cap.e2el_x_baseline}
     derived = {k: None if f is None or base[f"median_{k}_ms"] is None else _round_up(f * base[f"median_{k}_ms"])
                for k, f in factors.items()}
@@ -114,8 +95,7 @@ def single_request_baseline(client: points_mod.Client) -> dict[str, Any]:
         raise RuntimeError(f"the single-request baseline failed: {next(iter(m['errors']), '?')}")
     return {"num_requests": m["num_requests"], "completed_count": m["completed_count"],
             "median_ttft_ms": m["median_ttft_ms"], "median_tpot_ms": m["median_tpot_ms"],
-            "median_e2el_ms": m["median_e2el_ms"], "request_throughput_req_per_s": m["request_throughput_req_per_s"],
-            "source": "requests sent one at a time for the SLOs, before the sweep"}
+            "median_e2el_ms": m["median_e2el_ms"], "request_throughput_req_per_s": m["request_throughput_req_per_s"]}
 
 
 # --------------------------------------------------------------------------- the search
