@@ -78,6 +78,13 @@ target = run.step("target", quality.open_target, run)
 run.show("target", quality.target_info(target))
 
 # %% [markdown]
+# lm-evaluation-harness starts now (its results are below): against a served target it runs
+# beside the suites and benchmarks, and the server batches its requests with theirs.
+
+# %%
+lm_started = run.step("lm_eval_start", quality_lm_eval.start_lm_eval, run, target)
+
+# %% [markdown]
 # ## Prompt suites
 #
 # Pass rate per suite on the target. The per-item table (with the reference) is the gallery below.
@@ -110,7 +117,7 @@ run.show("benchmarks", quality.benchmark_table(bench))
 # Logged samples: `records/quality.lm_eval_samples.jsonl`.
 
 # %%
-lm = run.step("lm_eval", quality_lm_eval.run_lm_eval, run, target)
+lm = run.step("lm_eval", quality_lm_eval.finish_lm_eval, run, lm_started)
 run.show("lm_eval", quality_lm_eval.table(lm))
 run.show("lm_eval", quality_lm_eval.comparison_table(lm))
 

@@ -276,10 +276,11 @@ def test_serving_plots(run_dir, lang, figures):
         lo, hi = ax.get_xlim()
         assert len(median.get_xdata()) == len(finite)
         assert (max(median.get_xdata()) - min(median.get_xdata())) / (hi - lo) > 0.3, "finite rates squeezed"
-        # the finite points use a good part of the height: the infinite rate's queueing does not flatten them
+        # the finite points use a good part of the height: the infinite rate's queueing does not
+        # flatten them (flattened, they span a few percent; golden runs measured 0.37 to 0.5)
         ys = [y for line in ax.get_lines() if len(line.get_xdata()) == len(finite) for y in line.get_ydata()]
         disp = ax.transData.transform(np.column_stack([np.zeros(len(ys)), ys]))[:, 1]
-        assert (disp.max() - disp.min()) / ax.bbox.height > 0.4
+        assert (disp.max() - disp.min()) / ax.bbox.height > 0.3
     labels = [t.get_text() for t in rate.legends[0].get_texts()]
     # the golden run measured every point 3 times: the median's range over the repeats is drawn
     assert labels == [plotting.word(lang, "median"), plotting.word(lang, "repeat_range"), plotting.word(lang, "p99")]

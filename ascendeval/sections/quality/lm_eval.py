@@ -1,4 +1,4 @@
-"""lm-evaluation-harness as a quality backend (notebook 04_quality, step `lm_eval`).
+"""lm-evaluation-harness as a quality backend (notebook 04_quality, steps `lm_eval_start`, `lm_eval`).
 
 lm-eval runs in this process: its tasks, prompt templates, few-shot sampling, filters, metrics and
 aggregation, on data from local files (`ascendeval.lm_eval_tasks`). The model it talks to is the
@@ -164,12 +164,48 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
-    """Run lm-eval's tasks on the target from local data; record scores, samples and comparison."""
+@dataclass
+class LmEvalStarted:
+    """An evaluation started by `start_lm_eval`: running in a thread against a served target (the
+    server batches its requests with the benchmarks' meanwhile), or ready to run in
+    `finish_lm_eval` on an offline engine; `error` is why it could not start (raised by finish)."""
+
+    error: BaseException | None = None
+    future: Any = None
+    call: Any = None  # simple_evaluate with its arguments, for an offline engine (run in finish)
+    closing: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    accuracy: kit.AccuracyConfig | None = None
+    overridden: list[str] = field(default_factory=list)
+    local: list[Any] = field(default_factory=list)
+    model: Any = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    prepare_s: float = 0.0
+    t1: float = 0.0  # when the evaluation started
+    t2: float = 0.0  # when it ended
+
+
+def start_lm_eval(run: Any, target: Any) -> LmEvalStarted:
+    """Prepare lm-eval's tasks and start the evaluation. Against a served target it runs in a
+    thread while the notebook's next steps send their own requests (the server batches both, as it
+    does any concurrent clients); an offline engine is not shared between threads, so there it
+    runs in `finish_lm_eval`. Never raises: a reason not to run is raised by `finish_lm_eval`,
+    the step that records the evaluation."""
+    try:
+        return _start(run, target)
+    except BaseException as exc:  # noqa: BLE001 - reported by the lm_eval step itself
+        return LmEvalStarted(error=exc)
+
+
+def _start(run: Any, target: Any) -> LmEvalStarted:
     conf = run.conf.lm_eval
     if not conf.enabled:
         raise SectionSkipped("lm-eval disabled in params (sections.quality.lm_eval.enabled: false)",
                              zh="参数文件中已关闭 lm-eval（sections.quality.lm_eval.enabled: false）")
+    if target is None:
+        raise SectionSkipped("needs the target engine (step 'target' did not open one)",
+                             zh="需要被测目标的引擎（步骤 'target' 未打开引擎）")
     # tasks read local files only: no dataset hub, no metric download (set before datasets imports)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -198,20 +234,49 @@ def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
     limit = s["limit"]
     if limit is not None and float(limit).is_integer():
         limit = int(limit)  # lm-eval reads a float as a fraction of the task
-    t1 = time.perf_counter()
     kwargs = dict(model=model, model_args=model_args if isinstance(model, str) else None, tasks=s["tasks"],
                   num_fewshot=s["num_fewshot"], limit=limit, batch_size=batch,
                   apply_chat_template=s["apply_chat_template"], fewshot_as_multiturn=s["fewshot_as_multiturn"],
                   log_samples=True, task_manager=tm, fewshot_random_seed=conf.fewshot_seed)
-    with closing:
-        if isinstance(model, str) and (model_args or {}).get("num_concurrent", 1) > 1:
-            # lm-eval's API models send concurrent requests with asyncio.run(), which refuses to
-            # start inside a notebook kernel's running event loop: a thread of its own has none
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                res = pool.submit(evaluator.simple_evaluate, **kwargs).result()
-        else:
-            res = evaluator.simple_evaluate(**kwargs)
-    eval_s = time.perf_counter() - t1
+    started = LmEvalStarted(closing=closing, settings=s, accuracy=acc, overridden=overridden, local=local,
+                            model=model, model_args=model_args, out_dir=out_dir, prepare_s=prepare_s,
+                            t1=time.perf_counter())
+    def evaluate() -> dict[str, Any]:
+        out = evaluator.simple_evaluate(**kwargs)
+        started.t2 = time.perf_counter()  # its own end, not when the notebook came back for it
+        return out
+
+    if isinstance(model, str):
+        # lm-eval's API models send concurrent requests with asyncio.run(), which refuses to start
+        # inside a notebook kernel's running event loop: a thread of its own has none
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lm-eval")
+        started.future = pool.submit(evaluate)
+        pool.shutdown(wait=False)
+    else:
+        started.call = evaluate
+    return started
+
+
+def run_lm_eval(run: Any, target: Any) -> LmEvalResult:
+    """Run lm-eval's tasks on the target from local data; record scores, samples and comparison
+    (start_lm_eval, then finish_lm_eval)."""
+    return finish_lm_eval(run, start_lm_eval(run, target))
+
+
+def finish_lm_eval(run: Any, started: LmEvalStarted | None) -> LmEvalResult:
+    """Wait for (or run) the evaluation `start_lm_eval` began; record scores, samples and the
+    accuracy-config comparison."""
+    if started is None:
+        raise SectionSkipped("lm-eval was not started (step 'lm_eval_start')", zh="lm-eval 未启动（步骤 'lm_eval_start'）")
+    if started.error is not None:
+        raise started.error
+    conf = run.conf.lm_eval
+    s, acc, overridden, local = started.settings, started.accuracy, started.overridden, started.local
+    model, model_args, out_dir, prepare_s, t1 = (started.model, started.model_args, started.out_dir,
+                                                 started.prepare_s, started.t1)
+    with started.closing:
+        res = started.future.result() if started.future is not None else started.call()
+    eval_s = started.t2 - t1
     if not res:
         raise RuntimeError("lm-eval returned no results")
     samples = sample_rows(res)
