@@ -191,7 +191,8 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
                        "request_throughput_req_per_s": m["request_throughput_req_per_s"],
                        "output_tok_per_s": m["output_tok_per_s"], "p99_ttft_ms": m["p99_ttft_ms"],
                        "p99_tpot_ms": m["p99_tpot_ms"], "p99_e2el_ms": m["p99_e2el_ms"],
-                       "mean_e2el_ms": m.get("mean_e2el_ms"), "duration_s": m["duration_s"], "prefix_cache_reset": got.clean["prefix_cache_reset"],
+                       "mean_e2el_ms": m.get("mean_e2el_ms"), "duration_s": m["duration_s"],
+                       "prefix_cache_reset": got.clean["prefix_cache_reset"],
                        # a probe the client itself could not drive measures the client: its verdict is flagged
                        "client_bound": got.run.client.get("client_bound")})
         rows.extend(got.run.rows(search=kind, probe=len(probes) - 1))

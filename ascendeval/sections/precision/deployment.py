@@ -383,9 +383,9 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
                              zh="需要参考基线的序列（步骤 'reference' 未产出任何序列）")
     served = getattr(target, "name", None) == "openai"
     if run.cfg.target.engine != "vllm" or target is None or (getattr(target, "llm", None) is None and not served):
-        raise SectionSkipped("the deployment matrix restarts the target with other settings: it needs an offline "
-                             f"vLLM target (target.engine is {run.cfg.target.engine})",
-                             zh="部署矩阵需要以不同设置重启目标引擎：需要离线 vLLM 目标"
+        raise SectionSkipped("the deployment matrix restarts the target with other settings: it needs a vLLM "
+                             f"target, offline or through the run's server (target.engine is {run.cfg.target.engine})",
+                             zh="部署矩阵需要以不同设置重启目标引擎：需要 vLLM 目标（离线或经本次运行的服务）"
                                 f"（target.engine 为 {run.cfg.target.engine}）")
     t0 = time.perf_counter()
     arms = plan(run.cfg, conf, run.cfg.sections.features)
@@ -471,6 +471,13 @@ def run_matrix(run: Any, reference: Any, target: Any, conf: Any | None = None) -
         if arm.kind == "prefix_cache":
             miss_cached = sum(c or 0 for c in against.cached_tokens)
             fig["cached_tokens_miss"] = miss_cached
+            if all(c is None for c in p.cached_tokens):  # a server that does not report them
+                results.append({**row, "status": "failed",
+                                "reason": "the server reports no cached prompt tokens (vLLM: "
+                                          "--enable-prompt-tokens-details), so a cache hit cannot be shown",
+                                "reason_zh": "该服务不报告命中缓存的提示词 token 数（vLLM：--enable-prompt-tokens-details），"
+                                             "无法证明命中缓存", **fig})
+                continue
             if not fig.get("cached_tokens"):
                 results.append({**row, "status": "failed", "reason": "the warm pass hit no cached block",
                                 "reason_zh": "第二轮没有命中任何缓存块", **fig})

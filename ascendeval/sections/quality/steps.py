@@ -179,8 +179,8 @@ def run_suites(run: Any, target: Target) -> SuiteResult:
     items = [it for suite in conf.suites for it in load_suite(suite)[: conf.suite_max_items]]
     samplings = [_suite_sampling(it, target.mode) for it in items]
     # one engine call per distinct sampling (budget, stops): the engine batches the items as it
-    # batches any list (the server, `server_concurrency` requests at once); batch_invariance
-    # below measures whether batching changes a greedy output
+    # batches any list (the server, `server_concurrency` requests at once, and the groups side by
+    # side); batch_invariance below measures whether batching changes a greedy output
     gens: list[Any] = [None] * len(items)
     groups = [[i for i, s in enumerate(samplings) if (s.max_tokens, tuple(s.stop or ())) == key]
               for key in dict.fromkeys((s.max_tokens, tuple(s.stop or ())) for s in samplings)]
