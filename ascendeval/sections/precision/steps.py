@@ -504,6 +504,7 @@ def _full_vocab_entries(target: Any, ids: list[int], vocab: int) -> list[Any]:
     prompt_logprobs extension; the server's max_logprobs must cover the vocabulary)."""
     from ...engines import vllm_compat
     from ...engines.base import Sampling
+    from ...engines.openai_engine import PromptLogprobsUnsupported
 
     if getattr(target, "llm", None) is not None:
         sp = vllm_compat.sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False)
@@ -511,6 +512,9 @@ def _full_vocab_entries(target: Any, ids: list[int], vocab: int) -> list[Any]:
         return [None if e is None else {t: lp.logprob for t, lp in e.items()} for e in out.prompt_logprobs]
     try:
         g = target.generate([ids], Sampling(max_tokens=1, temperature=0.0, prompt_logprobs=vocab, detokenize=False))[0]
+    except PromptLogprobsUnsupported as exc:  # a server that is not vLLM
+        raise SectionSkipped(f"{exc}: the full-vocabulary comparison needs vLLM's prompt logprobs",
+                             zh=f"{exc}：全词表比较需要 vLLM 的 prompt logprobs") from exc
     except RuntimeError as exc:
         if "HTTP 400" in str(exc) and "logprobs" in str(exc):
             raise SectionSkipped(
