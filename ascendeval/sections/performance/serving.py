@@ -291,18 +291,35 @@ def _rate_ticks(pts: list[dict[str, Any]], lang: str) -> tuple[list[dict[str, An
 
 def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: dict[str, Any], path: Any) -> Any:
     """Median and P99 per rate on a categorical axis: the rates evenly spaced and the
-    infinite rate a separate, unconnected point at the right, so its queueing latency neither
-    stretches the axis nor reads as a trend of the finite rates."""
+    infinite rate a separate, unconnected point at the right. The y range is the finite rates':
+    an infinite-rate value above it (its queueing) is drawn at the top edge as an arrow with its
+    figure, so it neither flattens the finite rates nor reads as a trend of theirs."""
     word = plotting.word
     ordered, ticks = _rate_ticks(pts, lang)
     n_finite = sum(pt["request_rate_req_per_s"] is not None for pt in ordered)
     fig, axs = plotting.figure(plt, 3.8, ncols=2)
     for ax, key in zip(axs[0], ("ttft", "tpot")):
+        finite_values = [pt[f"{s}_{key}_ms"] for pt in ordered[:n_finite] for s in ("median", "p99")
+                         if pt[f"{s}_{key}_ms"]]
+        log = bool(finite_values) and max(finite_values) > 5 * min(finite_values)  # queueing at high rates
+        top = _rate_panel_top(finite_values, log)
+        if top is not None:  # an infinite-rate value within twice the finite span widens the range
+            reach = [pt[f"{s}_{key}_ms"] for pt in ordered[n_finite:] for s in ("median", "p99")
+                     if pt[f"{s}_{key}_ms"]]
+            bottom = _rate_panel_bottom(finite_values, log)
+            near = [y for y in reach if (y / top <= top / bottom if log else y - top <= top - bottom)]
+            top = max([top] + [_rate_panel_top(finite_values + [y], log) for y in near])
         for stat, style, fill in (("median", "o-", None), ("p99", "s--", "none")):  # hollow P99: a median
             ys = [pt[f"{stat}_{key}_ms"] for pt in ordered]                       # just below stays visible
             line, = ax.plot(range(n_finite), ys[:n_finite], style, mfc=fill, label=word(lang, stat))
-            if n_finite < len(ordered):
-                ax.plot([n_finite], ys[n_finite:], style[0], mfc=fill, color=line.get_color(), ms=8)
+            for y in ys[n_finite:]:
+                if y is not None and top is not None and y > top:  # off the finite rates' scale
+                    x = n_finite + (-0.1 if stat == "median" else 0.1)
+                    ax.plot([x], [top], "^", color=line.get_color(), ms=8, clip_on=False)
+                    ax.annotate(f"{y:,.3g}", (x, top), textcoords="offset points", ha="center",
+                                xytext=(0, -14), fontsize=8, color=line.get_color())
+                else:
+                    ax.plot([n_finite], [y], style[0], mfc=fill, color=line.get_color(), ms=8)
             if stat == "median":  # the median's range over the repeats: the noise a trend must exceed
                 spans = [(x, repeat_spread(pt, f"median_{key}_ms")) for x, pt in enumerate(ordered)]
                 spans = [(x, sp) for x, sp in spans if sp is not None]
@@ -313,16 +330,31 @@ def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: d
             ax.axvline(n_finite - 0.5, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(ordered)), ticks)
         ax.set_xlim(-0.4, len(ordered) - 0.6)
-        values = [pt[f"{s}_{key}_ms"] for pt in ordered for s in ("median", "p99") if pt[f"{s}_{key}_ms"]]
-        if values and max(values) > 5 * min(values):  # queueing at high rates: log keeps the low rates readable
+        if log:
             plotting.log_scale(ax, "y")
-        ax.margins(y=0.12)
+        if top is not None:
+            ax.set_ylim(_rate_panel_bottom(finite_values, log), top)
+        else:
+            ax.margins(y=0.12)
         ax.set_title(word(lang, key))
         ax.set_xlabel(word(lang, "rate_axis"))
         ax.set_ylabel(word(lang, f"{key}_ms"))
     fig.suptitle(f"{word(lang, 'lat_vs_rate')}\n{word(lang, 'workload', **workload)}")
     plotting.legend_below(fig, *axs[0][0].get_legend_handles_labels())
     return plotting.save(fig, path)
+
+
+def _rate_panel_top(values: list[float], log: bool) -> float | None:
+    """The top of a rate panel: the finite rates' highest value plus a margin (a factor on a log axis)."""
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    return hi * 1.3 if log else hi + max(hi - lo, hi * 0.1) * 0.15
+
+
+def _rate_panel_bottom(values: list[float], log: bool) -> float:
+    lo, hi = min(values), max(values)
+    return lo / 1.3 if log else max(0.0, lo - max(hi - lo, hi * 0.1) * 0.15)
 
 
 def _throughput_vs_concurrency(plt: Any, lang: str, pts: list[dict[str, Any]], workload: dict[str, Any],
