@@ -117,10 +117,12 @@ class OutputGuardConfig(Strict):
 class ReferenceConfig(Strict):
     """How every section's float32 reference is loaded (ascendeval/reference_model.py)."""
 
-    fallback: list[Literal["bfloat16", "device"]] = Field(
-        default_factory=lambda: ["bfloat16", "device"],
-        description="when float32 on the reference device does not fit, try these in order: bfloat16 (half the "
-                    "memory, same device), device (float32 on the target's accelerator); [] = fail with the figures")
+    fallback: list[Literal["offload", "bfloat16", "device"]] = Field(
+        default_factory=lambda: ["offload", "bfloat16", "device"],
+        description="when float32 on the reference device does not fit, try these in order: offload (still float32 "
+                    "on the host CPU, the weights that do not fit streamed from disk at each forward: same figures, "
+                    "slower), bfloat16 (half the memory, same device), device (float32 on the target's "
+                    "accelerator); [] = fail with the figures")
     memory_budget_gb: float | None = Field(
         None, gt=0, description="memory the reference may use; null = measured (host MemAvailable capped by the "
                                 "cgroup limit, or the device's free memory)")

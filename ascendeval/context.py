@@ -218,7 +218,13 @@ class SectionRun:
         p = reference_model.plan(self.model().path, dtype=dtype, device=device, target_device=self.cfg.target.device,
                                  fallbacks=list(rc.fallback), budget_gb=rc.memory_budget_gb, max_tokens=max_tokens,
                                  alongside_target=alongside_target, target_bytes=target_bytes)
-        eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype)
+        offload: dict[str, Any] = {}
+        if p.fallback == "offload":  # accelerate's disk offload, in a folder of this engine's own
+            import tempfile
+
+            offload = {"device_map": "auto", "max_memory": {"cpu": p.offload_memory_bytes},
+                       "offload_folder": tempfile.mkdtemp(prefix=f"{label}-", dir=p.offload_folder)}
+        eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype, **offload)
         eng.plan = p
         self.engine_starts[-1]["reference_plan"] = p.info()
         self.add("engine_starts", self.engine_starts)

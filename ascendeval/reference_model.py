@@ -12,8 +12,10 @@ reason on the page, so every section opens its reference through `plan()`:
   reference on `npu`/`cuda`; `reference.memory_budget_gb` in params replaces it (a host shared
   with other jobs);
 * float32 on the configured device when it fits, else the first of `reference.fallback` that
-  fits: `bfloat16` (half the weights, on the same device) or `device` (float32 on the target's
-  accelerator). None fits: `ReferenceDoesNotFit`, one line with both figures and what to change.
+  fits: `offload` (float32 still, on the host CPU, the weights that do not fit streamed from disk
+  at each forward through accelerate's disk offload: the same figures, paid in time), `bfloat16`
+  (half the weights, on the same device) or `device` (float32 on the target's accelerator). None
+  fits: `ReferenceDoesNotFit`, one line with both figures and what to change.
 
 The chosen plan is recorded with the reference's results and named on the card, so a bfloat16
 reference is never read as a float32 one.
@@ -31,7 +33,10 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 RUNTIME_MARGIN_BYTES = 512 << 20  # torch + transformers + the tokenizer, measured ~400 MiB on CPU
-FALLBACKS = ("bfloat16", "device")
+FALLBACKS = ("offload", "bfloat16", "device")
+# accelerate's disk offload keeps this many of the largest modules in memory at once: the one
+# computing and the next one being read (a decoder layer, or the embedding / output matrix)
+OFFLOAD_RESIDENT_MODULES = 2
 
 
 class ReferenceDoesNotFit(RuntimeError):
@@ -48,10 +53,16 @@ class ReferencePlan:
     num_parameters: int
     fallback: str | None  # None: the configured reference; else the fallback taken
     reason: str | None  # why the fallback was taken, or why memory was not checked
+    # `offload`: the weights kept in host memory (accelerate's max_memory) and where the rest go
+    offload_memory_bytes: int | None = None
+    offload_folder: str | None = None
 
     def describe(self) -> str:
         """'float32 on cpu', 'bfloat16 on cpu (fallback: ...)': the card's words for it."""
         text = f"{self.dtype} on {self.device}"
+        if self.fallback == "offload":
+            return (f"{text}, weights beyond {self.offload_memory_bytes / GIB:.2f} GiB streamed from disk at each "
+                    f"forward (fallback 'offload': {self.reason})")
         if self.fallback:
             return f"{text} (fallback '{self.fallback}': {self.reason})"
         return f"{text} ({self.reason})" if self.reason else text
@@ -76,6 +87,42 @@ def _vocab_size(model_path: str | Path) -> int:
 
     cfg = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
     return int((cfg.get("text_config") or cfg).get("vocab_size") or 0)
+
+
+def largest_module_parameters(model_path: str | Path) -> int:
+    """Parameters of the checkpoint's largest module that disk offload moves as a whole: a decoder
+    layer (every tensor under `...layers.<i>.`) or a lone matrix (the embedding, the output head),
+    from the safetensors headers. 0 without safetensors."""
+    import re
+
+    from .models import safetensors_header
+
+    sizes: dict[str, int] = {}
+    for f in sorted(Path(model_path).glob("*.safetensors")):
+        for key, meta in safetensors_header(f).items():
+            if key == "__metadata__":
+                continue
+            m = re.match(r"(.*\.(?:layers|h|blocks)\.\d+)\.", key)
+            module = m.group(1) if m else key.rsplit(".", 1)[0]
+            n = 1
+            for d in meta["shape"]:
+                n *= d
+            sizes[module] = sizes.get(module, 0) + n
+    return max(sizes.values(), default=0)
+
+
+def offload_root() -> Path:
+    """Where an offloaded reference's converted weights go: the workbook's cache folder."""
+    from . import paths
+
+    return paths.cache_dir() / "reference-offload"
+
+
+def disk_free(path: Path) -> int:
+    import shutil
+
+    path.mkdir(parents=True, exist_ok=True)
+    return int(shutil.disk_usage(path).free)
 
 
 def need_bytes(n_params: int, dtype: str, vocab: int, max_tokens: int) -> int:
@@ -191,6 +238,15 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
     tried.append(f"{dtype} on {device} needs {first_need / GIB:.2f} GiB, {avail / GIB:.2f} GiB available ({source})")
     why = tried[0]
     for fb in fallbacks:
+        if fb == "offload":
+            offloaded = _offload_plan(model_path, n, dtype, device, vocab, max_tokens, available)
+            if isinstance(offloaded, str):
+                tried.append(f"fallback 'offload' {offloaded}")
+                continue
+            memory, folder, need, a, s = offloaded
+            log.warning("reference: %s; taking fallback 'offload' (%s on cpu, %.2f GiB of weights in memory, "
+                        "the rest streamed from %s)", why, dtype, memory / GIB, folder)
+            return ReferencePlan(dtype, "cpu", need, a, s, n, "offload", why, memory, str(folder))
         if fb == "bfloat16" and dtype != "bfloat16":
             cand = ("bfloat16", device)
         elif fb == "device" and target_device != "cpu" and device != target_device and not alongside_target:
@@ -211,3 +267,28 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
     raise ReferenceDoesNotFit(
         "the reference does not fit: " + "; ".join(tried) + f"; allowed fallbacks: {', '.join(FALLBACKS)} "
         "(params reference.fallback), or free memory, or turn the reference off for this section")
+
+
+def _offload_plan(model_path: str | Path, n: int, dtype: str, device: str, vocab: int, max_tokens: int,
+                  available: Any) -> tuple[int, Path, int, int | None, str] | str:
+    """(weights kept in memory, offload folder, need, available, its source) for the `offload`
+    fallback, or why it does not apply (a phrase). Memory must hold the logits, the runtime
+    margin and OFFLOAD_RESIDENT_MODULES of the largest module; the folder's disk must hold every
+    weight beyond what memory keeps, in `dtype` (a checkpoint stored in another dtype may be
+    converted there)."""
+    if device != "cpu":
+        return f"does not apply (it streams a reference on the host CPU; this one is on {device})"
+    width = DTYPE_BYTES[dtype]
+    overhead = need_bytes(0, dtype, vocab, max_tokens)  # logits and runtime margin
+    floor = overhead + OFFLOAD_RESIDENT_MODULES * largest_module_parameters(model_path) * width
+    a, s = available("cpu")
+    if a is not None and floor > a:
+        return (f"({dtype} on cpu, streamed from disk) needs {floor / GIB:.2f} GiB in memory, "
+                f"{a / GIB:.2f} GiB available ({s})")
+    memory = n * width if a is None else min(n * width, a - overhead)
+    folder = offload_root()
+    spill, free = n * width - memory, disk_free(folder)
+    if spill > free:
+        return (f"({dtype} on cpu, streamed from disk) needs {spill / GIB:.2f} GiB of disk at {folder}, "
+                f"{free / GIB:.2f} GiB free")
+    return memory, folder, floor, a, s

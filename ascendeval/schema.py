@@ -81,8 +81,10 @@ class ReferencePlanInfo(MetricsModel):
     available_bytes: int | None  # None: the device's free memory could not be read
     available_source: str
     num_parameters: int
-    fallback: Literal["bfloat16", "device"] | None  # None: the configured reference
+    fallback: Literal["offload", "bfloat16", "device"] | None  # None: the configured reference
     reason: str | None  # why the fallback was taken, or why memory was not checked
+    offload_memory_bytes: int | None = None  # offload: weights kept in host memory, the rest on disk
+    offload_folder: str | None = None  # offload: where the weights beyond that are read from
     described: str  # "float32 on cpu", or the fallback and why
 
 

@@ -4,6 +4,8 @@ planned and the plan is recorded."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ascendeval import builtin_models, context, records, reference_model as rm
@@ -57,7 +59,7 @@ def test_nothing_fits_is_one_line_with_the_figures(tiny):
     assert "\n" not in msg
     assert "float32 on cpu needs" in msg and "0.01 GiB available" in msg
     assert "fallback 'device' does not apply" in msg  # a CPU target has no accelerator to move to
-    assert "fallback 'bfloat16' (bfloat16 on cpu) needs" in msg and "allowed fallbacks: bfloat16, device" in msg
+    assert "fallback 'bfloat16' (bfloat16 on cpu) needs" in msg and "allowed fallbacks: offload, bfloat16, device" in msg
 
 
 def test_device_fallback_reads_the_device_and_says_so_when_it_cannot(tiny):
@@ -93,8 +95,8 @@ def test_params_refuse_an_unknown_fallback():
     from ascendeval import config
 
     with pytest.raises(config.ConfigError) as exc:
-        config.parse({"model": {"id": "x"}, "reference": {"fallback": ["offload"]}})
-    assert "reference.fallback" in str(exc.value) and "bfloat16" in str(exc.value)
+        config.parse({"model": {"id": "x"}, "reference": {"fallback": ["int8"]}})
+    assert "reference.fallback" in str(exc.value) and "bfloat16" in str(exc.value) and "offload" in str(exc.value)
 
 
 def test_device_fallback_does_not_apply_beside_a_target_starting_on_that_device(tiny):
@@ -154,3 +156,98 @@ def test_weights_without_a_parameter_count_load_as_configured_and_say_so(tmp_pat
     shutil.copy(tiny / "config.json", d / "config.json")
     p = rm.plan(d, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"], budget_gb=0.001)
     assert p.dtype == "float32" and p.need_bytes is None and "memory not checked" in p.describe()
+
+
+def _between_offload_and_float32(tiny, max_tokens=512):
+    """A budget float32 does not fit and the offload floor (two decoder layers or the embedding,
+    logits, margin) does, with room for a few layers in memory."""
+    n, vocab = rm.num_parameters(tiny), rm._vocab_size(tiny)
+    floor = rm.need_bytes(rm.OFFLOAD_RESIDENT_MODULES * rm.largest_module_parameters(tiny), "float32", vocab,
+                          max_tokens)
+    need32 = rm.need_bytes(n, "float32", vocab, max_tokens)
+    assert floor < need32
+    return (floor + need32) / 2 / GIB
+
+
+def test_largest_module_is_a_decoder_layer_or_the_embedding(tiny):
+    import json
+
+    cfg = json.loads((tiny / "config.json").read_text())
+    h, inter, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    kv = cfg["num_key_value_heads"] * h // cfg["num_attention_heads"]
+    layer = h * h + 2 * h * kv + h * h + 3 * h * inter + 2 * h + (h + 2 * kv)  # attn, mlp, norms, qkv bias
+    assert rm.largest_module_parameters(tiny) == max(layer, v * h)
+
+
+def test_offload_keeps_float32_on_the_host_and_streams_the_rest(tiny):
+    budget = _between_offload_and_float32(tiny)
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload", "bfloat16"],
+                budget_gb=budget, max_tokens=512)
+    assert (p.dtype, p.device, p.fallback) == ("float32", "cpu", "offload")
+    n = rm.num_parameters(tiny)
+    overhead = rm.need_bytes(0, "float32", rm._vocab_size(tiny), 512)
+    assert p.offload_memory_bytes == int(budget * GIB) - overhead < 4 * n  # part of the weights, not all
+    assert p.describe().startswith("float32 on cpu, weights beyond ") and "streamed from disk" in p.describe()
+    assert "fallback 'offload': float32 on cpu needs" in p.describe()
+
+
+def test_offload_does_not_apply_off_the_host_below_its_floor_or_without_disk(tiny, monkeypatch):
+    # a reference configured on an accelerator: offload streams host-CPU references only
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="npu", target_device="npu", fallbacks=["offload"], budget_gb=0.01)
+    assert "fallback 'offload' does not apply (it streams a reference on the host CPU; this one is on npu)" \
+        in str(exc.value)
+    # below the floor: the figures
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload"], budget_gb=0.01)
+    assert "fallback 'offload' (float32 on cpu, streamed from disk) needs" in str(exc.value)
+    assert "GiB in memory, 0.01 GiB available" in str(exc.value)
+    # a full disk: the spill does not fit the offload folder, and bfloat16 is taken next
+    monkeypatch.setattr(rm, "disk_free", lambda path: 1024)
+    p = rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload", "bfloat16"],
+                budget_gb=_between_offload_and_float32(tiny), max_tokens=512)
+    assert p.fallback == "bfloat16"
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload"],
+                budget_gb=_between_offload_and_float32(tiny), max_tokens=512)
+    assert "GiB of disk at" in str(exc.value) and "0.00 GiB free" in str(exc.value)
+
+
+def test_offloaded_reference_computes_what_the_in_memory_one_does(tmp_path, tiny, monkeypatch):
+    """A section's reference taking `offload` really streams (modules on disk, the model's
+    parameters not all in memory), scores the same logits bit for bit as float32 in memory, and
+    leaves no offload folder behind."""
+    import torch
+
+    from ascendeval.engines.hf_engine import HFEngine
+
+    monkeypatch.setenv("ASCENDEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    params = tmp_path / "p.yaml"
+    params.write_text(f"model: {{id: builtin:tiny-qwen2-untrained, name: t}}\n"
+                      f"reference: {{memory_budget_gb: {_between_offload_and_float32(tiny)}}}\n", encoding="utf-8")
+    run = context.open_section("precision", params, tmp_path / "run")
+    eng = run.reference("reference", device="cpu", dtype="float32", max_tokens=512)
+    plain = HFEngine(tiny, device="cpu", dtype="float32")
+    try:
+        assert eng.plan.fallback == "offload"
+        placed = eng.info()["offloaded_modules"]
+        assert placed.get("disk", 0) > 0, placed
+        folder = eng._offload_folder
+        assert folder.startswith(str(tmp_path / "cache" / "reference-offload"))
+        ids = list(range(5, 60))
+        got = eng.forward_logits(ids).logits
+        want = plain.forward_logits(ids).logits
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+        from ascendeval.engines import Sampling
+
+        a = eng.generate(["The capital of France is"], Sampling(max_tokens=8))[0]
+        b = plain.generate(["The capital of France is"], Sampling(max_tokens=8))[0]
+        assert a.token_ids == b.token_ids and len(a.token_ids) == 8
+    finally:
+        eng.close()
+        plain.close()
+    assert not Path(folder).exists()
+    start = run.engine_starts[-1]
+    assert start["reference_plan"]["fallback"] == "offload" and start["overrides"]["device_map"] == "auto"
+    rec = run.finish()
+    assert records.validate_record(rec) == []

@@ -7,6 +7,7 @@ padding (batched left-padded generation can change greedy tokens at low precisio
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,15 @@ class HFEngine(Engine):
         self.dtype_name = "float32" if dtype == "auto" else _DTYPES[dtype]
         t0 = time.perf_counter()
         self._tok = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+        # `device_map` (the reference's disk offload): accelerate places and streams the weights,
+        # and the model must not be moved after; its offload folder is this engine's and goes at close
+        self._offload_folder = model_kwargs.get("offload_folder")
         self.model = AutoModelForCausalLM.from_pretrained(
             str(model_path), dtype=getattr(torch, self.dtype_name), trust_remote_code=trust_remote_code,
             **model_kwargs,
-        ).to(self.device)
+        )
+        if "device_map" not in model_kwargs:
+            self.model = self.model.to(self.device)
         self.model.eval()
         self.load_s = time.perf_counter() - t0
         self.model_path = str(model_path)
@@ -195,14 +201,21 @@ class HFEngine(Engine):
     def info(self) -> dict[str, Any]:
         params = sum(p.numel() for p in self.model.parameters())
         weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return {"engine": "hf", "device": self.device, "dtype": self.dtype_name, "load_s": self.load_s,
-                "num_parameters": params, "weights_bytes": weight_bytes}
+        out = {"engine": "hf", "device": self.device, "dtype": self.dtype_name, "load_s": self.load_s,
+               "num_parameters": params, "weights_bytes": weight_bytes}
+        placed = getattr(self.model, "hf_device_map", None)
+        if self._offload_folder and placed:  # modules per place: {"cpu": 9, "disk": 19}
+            out["offloaded_modules"] = dict(Counter(str(v) for v in placed.values()))
+        return out
 
     def close(self) -> None:
         import gc
+        import shutil
 
         self.model = None  # type: ignore[assignment]
         gc.collect()
+        if self._offload_folder:
+            shutil.rmtree(self._offload_folder, ignore_errors=True)
         backend = self._backend()
         if backend is not None:  # give the cached blocks back (cuda and npu alike)
             backend.empty_cache()
