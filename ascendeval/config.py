@@ -127,6 +127,11 @@ class ReferenceConfig(Strict):
         None, gt=0, description="memory the reference may use; null = measured (host MemAvailable capped by the "
                                 "cgroup limit, or the device's free memory)")
 
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _one_fallback(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # `fallback: offload` means [offload]
+
 
 # one block per registered section, each declared in its own package (sections/<name>/config.py)
 SectionsConfig = create_model(

@@ -97,6 +97,8 @@ def test_params_refuse_an_unknown_fallback():
     with pytest.raises(config.ConfigError) as exc:
         config.parse({"model": {"id": "x"}, "reference": {"fallback": ["int8"]}})
     assert "reference.fallback" in str(exc.value) and "bfloat16" in str(exc.value) and "offload" in str(exc.value)
+    one = config.parse({"model": {"id": "x"}, "reference": {"fallback": "offload"}})
+    assert one.reference.fallback == ["offload"]  # one fallback may be written without a list
 
 
 def test_device_fallback_does_not_apply_beside_a_target_starting_on_that_device(tiny):
