@@ -278,9 +278,12 @@ def _offload_plan(model_path: str | Path, n: int, dtype: str, device: str, vocab
     converted there)."""
     if device != "cpu":
         return f"does not apply (it streams a reference on the host CPU; this one is on {device})"
+    largest = largest_module_parameters(model_path)
+    if not largest:  # a *.bin shard is read into memory whole before anything is offloaded
+        return "does not apply (it streams safetensors weights; this checkpoint has none)"
     width = DTYPE_BYTES[dtype]
     overhead = need_bytes(0, dtype, vocab, max_tokens)  # logits and runtime margin
-    floor = overhead + OFFLOAD_RESIDENT_MODULES * largest_module_parameters(model_path) * width
+    floor = overhead + OFFLOAD_RESIDENT_MODULES * largest * width
     a, s = available("cpu")
     if a is not None and floor > a:
         return (f"({dtype} on cpu, streamed from disk) needs {floor / GIB:.2f} GiB in memory, "

@@ -199,6 +199,17 @@ def test_offload_does_not_apply_off_the_host_below_its_floor_or_without_disk(tin
         rm.plan(tiny, dtype="float32", device="npu", target_device="npu", fallbacks=["offload"], budget_gb=0.01)
     assert "fallback 'offload' does not apply (it streams a reference on the host CPU; this one is on npu)" \
         in str(exc.value)
+    # a checkpoint without safetensors (a *.bin shard is read whole before offloading)
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copy(tiny / "config.json", Path(d) / "config.json")
+        (Path(d) / "pytorch_model.bin").write_bytes(b"\0" * (64 << 20))  # 32 M parameters at 2 bytes
+        with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+            rm.plan(d, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload"], budget_gb=0.2)
+    assert "fallback 'offload' does not apply (it streams safetensors weights; this checkpoint has none)" \
+        in str(exc.value)
     # below the floor: the figures
     with pytest.raises(rm.ReferenceDoesNotFit) as exc:
         rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["offload"], budget_gb=0.01)
