@@ -1122,7 +1122,7 @@ class _GcPaused:
             gc.enable()
 
 
-def _pool_size(spec: LoadSpec, n: int, warm: Sequence[RequestResult]) -> int:
+def _pool_size(spec: LoadSpec, n: int, warm: Sequence[RequestResult], out_len: int) -> int:
     """Connections to open before the clock starts: the concurrency the point will reach (its
     limit; every request for rate = inf; else rate x a warm-up request's E2EL, Little's law, with
     margin), at most 512; more are opened in the background as the run needs them."""
@@ -1130,14 +1130,23 @@ def _pool_size(spec: LoadSpec, n: int, warm: Sequence[RequestResult]) -> int:
         return min(spec.max_concurrency, n)
     if math.isinf(spec.request_rate):
         return min(n, 512)
-    e2el = max((r.e2el_s or 0.0 for r in warm if r.success), default=0.0)
+    e2el = max((_e2el_at(r, out_len) for r in warm if r.success), default=0.0)
     return min(n, 512, int(spec.request_rate * (1.5 * e2el + 0.05)) + 8)
+
+
+def _e2el_at(r: RequestResult, out_len: int) -> float:
+    """A warm-up request's E2EL scaled to `out_len` output tokens: its TTFT plus its mean gap
+    between tokens for each further token (warm-ups may be shorter than the timed requests)."""
+    e2el, ttft, got = r.e2el_s or 0.0, r.ttft_s, r.output_tokens or 0
+    if ttft is None or got < 2 or got >= out_len:
+        return e2el
+    return ttft + (e2el - ttft) / (got - 1) * (out_len - 1)
 
 
 async def _run_fast(
     ep: Endpoint, prompts: Sequence[str | list[int]], max_tokens: Sequence[int], prompt_tokens: Sequence[int | None],
     spec: LoadSpec, warmup_requests: int, progress: bool, warmup_prompts: list[str | list[int]] | None = None,
-    warmup_as_load: bool = False,
+    warmup_as_load: bool = False, warmup_max_tokens: int | None = None,
 ) -> LoadRun:
     loop = asyncio.get_running_loop()
     timer = PreciseTimer(loop)
@@ -1155,10 +1164,11 @@ async def _run_fast(
         else:
             for i in range(warmup_requests):  # sequential: warms the server, the pool and our code paths
                 j = i % len(prompts)
+                n_out = warmup_max_tokens or max_tokens[j]
                 if warmup_prompts:
-                    r = eng.build(-1 - i, warmup_prompts[i % len(warmup_prompts)], max_tokens[j], None)
+                    r = eng.build(-1 - i, warmup_prompts[i % len(warmup_prompts)], n_out, None)
                 else:
-                    r = eng.build(-1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
+                    r = eng.build(-1 - i, prompts[j], n_out, prompt_tokens[j])
                 r.due = time.perf_counter()
                 await eng.run([r], timer)
                 warm.append(_fast_result(r, ep.api))
@@ -1169,7 +1179,7 @@ async def _run_fast(
 
         reqs = [eng.build(i, prompts[i], max_tokens[i], prompt_tokens[i]) for i in range(len(prompts))]
         offsets = arrival_offsets(len(prompts), spec.request_rate, spec.burstiness, spec.seed)
-        await eng.prefill(_pool_size(spec, len(prompts), warm))
+        await eng.prefill(_pool_size(spec, len(prompts), warm, max(max_tokens)))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -1199,7 +1209,7 @@ async def _run_fast(
 async def _run_aiohttp(
     ep: Endpoint, prompts: Sequence[str | list[int]], max_tokens: Sequence[int], prompt_tokens: Sequence[int | None],
     spec: LoadSpec, warmup_requests: int, progress: bool, warmup_prompts: list[str | list[int]] | None = None,
-    warmup_as_load: bool = False,
+    warmup_as_load: bool = False, warmup_max_tokens: int | None = None,
 ) -> LoadRun:
     timeout = aiohttp.ClientTimeout(total=ep.timeout_s, sock_connect=30)
     timer = PreciseTimer(asyncio.get_running_loop())
@@ -1237,10 +1247,11 @@ async def _run_aiohttp(
             else:
                 for i in range(warmup_requests):  # sequential: warms the server, the pool and our code paths
                     j = i % len(prompts)
+                    n_out = warmup_max_tokens or max_tokens[j]
                     if warmup_prompts:
-                        r = await stream_request(session, ep, -1 - i, warmup_prompts[i % len(warmup_prompts)], max_tokens[j])
+                        r = await stream_request(session, ep, -1 - i, warmup_prompts[i % len(warmup_prompts)], n_out)
                     else:
-                        r = await stream_request(session, ep, -1 - i, prompts[j], max_tokens[j], prompt_tokens[j])
+                        r = await stream_request(session, ep, -1 - i, prompts[j], n_out, prompt_tokens[j])
                     warm.append(r)
             for r in warm:
                 r.warmup = True
@@ -1276,11 +1287,11 @@ async def _run_aiohttp(
 async def _run_load_async(
     ep: Endpoint, prompts: Sequence[str | list[int]], max_tokens: Sequence[int], prompt_tokens: Sequence[int | None],
     spec: LoadSpec, warmup_requests: int, progress: bool, warmup_prompts: list[str | list[int]] | None = None,
-    warmup_as_load: bool = False,
+    warmup_as_load: bool = False, warmup_max_tokens: int | None = None,
 ) -> LoadRun:
     run = _run_aiohttp if ep.transport == "aiohttp" else _run_fast
     return await run(ep, prompts, max_tokens, prompt_tokens, spec, warmup_requests, progress, warmup_prompts,
-                     warmup_as_load)
+                     warmup_as_load, warmup_max_tokens)
 
 
 def _in_thread(coro_fn: Any, *args: Any) -> Any:
@@ -1299,6 +1310,7 @@ def run_load(
     progress: bool = False,
     warmup_prompts: Sequence[str | list[int]] | None = None,
     warmup_as_load: bool = False,
+    warmup_max_tokens: int | None = None,
 ) -> LoadRun:
     """Send `prompts` with the arrival process of `spec`; return every row and the client's own
     figures (`LoadRun.client`). Raises EndpointError only when nothing could be measured (all
@@ -1307,7 +1319,10 @@ def run_load(
     Warm-up requests send `warmup_prompts` when given, else the first prompts again; against a
     server with prefix caching on, the latter makes the timed requests for those prompts cache hits.
     `warmup_as_load`: the warm-up prompts go out with the timed run's arrival process and
-    concurrency (all of them, untimed) instead of `warmup_requests` one at a time."""
+    concurrency (all of them, untimed) instead of `warmup_requests` one at a time.
+    `warmup_max_tokens`: the one-at-a-time warm-ups' output length (None: the timed requests'):
+    a warm-up needs a prefill and a decode step to warm the server and the connections, and on a
+    slow deployment full-length ones cost whole seconds before every point."""
     if not prompts:
         raise ValueError("no prompts to send: num_prompts must be >= 1")
     spec = spec or LoadSpec()
@@ -1320,6 +1335,8 @@ def run_load(
         raise ValueError(f"{len(mt)} max_tokens values for {len(prompts)} prompts")
     if any(x < 1 for x in mt):
         raise ValueError("max_tokens must be >= 1 for every request")
+    if warmup_max_tokens is not None and warmup_max_tokens < 1:
+        raise ValueError(f"warmup_max_tokens must be >= 1 or None, got {warmup_max_tokens}")
     pt = list(prompt_tokens) if prompt_tokens is not None else [None] * len(prompts)
     warm = list(warmup_prompts) if warmup_prompts else None
     if warmup_as_load and not warm:
@@ -1333,7 +1350,7 @@ def run_load(
     gc.freeze()
     try:
         return _in_thread(_run_load_async, ep, list(prompts), mt, pt, spec, warmup_requests, progress, warm,
-                          warmup_as_load)
+                          warmup_as_load, warmup_max_tokens)
     finally:
         gc.unfreeze()
 

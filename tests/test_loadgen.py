@@ -124,3 +124,25 @@ def test_warmup_as_load_replays_the_point_untimed(sim):
     assert m["warmup_count"] == 6 and m["completed_count"] == 6 and m["num_requests"] == 6
     with pytest.raises(ValueError, match="warmup_as_load needs warmup_prompts"):
         loadgen.run_load(ep, ["x"], 4, warmup_as_load=True)
+
+
+@pytest.mark.parametrize("transport", ["fast", "aiohttp"])
+def test_short_warmups_and_the_pool_sized_for_the_timed_length(sim, transport):
+    """Warm-ups of `warmup_max_tokens` tokens (the server saw that max_tokens), the timed
+    requests at their own length; at a finite rate the connections opened before the clock are
+    sized from the warm-up's pace scaled to the timed length (Little's law), not its short E2EL."""
+    ep = loadgen.Endpoint(sim.url, "sim-model", transport=transport)
+    run = loadgen.run_load(ep, ["timed"] * 4, 16, loadgen.LoadSpec(request_rate=50, seed=0), warmup_requests=2,
+                           warmup_max_tokens=2)
+    assert [r.output_tokens for r in run.warmup] == [2, 2] and all(r.warmup for r in run.warmup)
+    assert [r.output_tokens for r in run.results] == [16] * 4
+    asked = [e["tokens"] for e in sorted(sim.events, key=lambda e: e["received"])]
+    assert asked == [2, 2, 16, 16, 16, 16]
+    # the pool: a 2-token warm-up (TTFT 50 ms + one 10 ms gap) read as a 16-token request is
+    # 50 + 15 x 10 = 200 ms; 50 req/s x (1.5 x 0.2 s + 0.05) + 8 = 25 connections
+    warm = run.warmup[0]
+    assert loadgen._e2el_at(warm, 16) == pytest.approx(warm.ttft_s + (warm.e2el_s - warm.ttft_s) * 15)
+    assert 0.19 < loadgen._e2el_at(warm, 16) < 0.3
+    assert loadgen._pool_size(loadgen.LoadSpec(request_rate=50), 100, run.warmup, 16) >= 25
+    with pytest.raises(ValueError, match="warmup_max_tokens"):
+        loadgen.run_load(ep, ["x"], 4, warmup_max_tokens=0)

@@ -120,6 +120,9 @@ class PerfServingConfig(Strict):
                          "points; a point's figures pool its repeats, and their spread is the noise the card "
                          "states (1: no noise measured)")
     warmup_requests: int = Field(2, ge=0, description="sent before each timed run, excluded from metrics")
+    warmup_output_len: int | None = Field(
+        2, ge=1, description="output tokens of each warm-up request (a prefill and a decode step warm the server "
+                             "and the connections); null: output_len, as the timed requests")
     settle_max_s: float = Field(20.0, ge=0, description="before each point, wait (at most this long) for the host's "
                                 "CPUs to go quiet: what ran just before must not be timed as the server; 0: no wait")
     warmup_load: bool = Field(False, description="before the first point, send its whole load once, untimed, so "

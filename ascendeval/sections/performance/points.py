@@ -68,7 +68,8 @@ class Client:
             sampler.start()
         try:
             lr = loadgen.run_load(self.ep, prompts[n_warm:], c.output_len, spec, prompt_tokens=[c.input_len] * n,
-                                  warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load)
+                                  warmup_requests=n_warm, warmup_prompts=prompts[:n_warm], warmup_as_load=as_load,
+                                  warmup_max_tokens=c.warmup_output_len)
         finally:
             samples = sampler.stop() if sampler is not None else []
         actual = [r.usage_prompt_tokens for r in lr.results if r.success and r.usage_prompt_tokens is not None]
