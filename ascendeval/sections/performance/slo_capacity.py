@@ -4,7 +4,7 @@
 The SLOs are the params' (`serving.slo_*_ms`) or, when the params set none, multiples of a
 single-request baseline measured first (`serving.capacity.*_x_baseline`), so every run has one
 and the card's goodput is measured. The search is adaptive with a bounded request budget (split
-between the two searches): from half the highest request throughput the serving sweep measured
+between the two searches): from the highest request throughput the serving sweep measured
 (else the baseline's pace, one request in flight) the rate doubles while probes meet the target
 share, halves while they miss it, then bisects (geometrically) between the last rate that met it
 and the first that did not, until the two are within `resolution`; concurrency does the same on
@@ -208,16 +208,20 @@ def _capacity_against(run: SectionRun, client: points_mod.Client, guard: OutputG
     def can_probe(kind: str) -> Callable[[float], bool]:
         return lambda x: spent.get(kind, 0) + probe_size(kind, x) <= share
 
-    # Start at half the highest request throughput the serving sweep measured (a rate the SLOs
-    # can hold at most), else at the deployment's pace with one request in flight.
+    # Start at the highest request throughput the serving sweep measured (the rate the deployment
+    # sustains flat out: the SLO boundary of a probe is near it, above it when the probe is short
+    # enough to be absorbed as a burst), else at the deployment's pace with one request in flight.
+    # Starting lower only adds the slowest probes (16 requests at a low rate take the longest);
+    # the search goes down from there as far as before (1/8 of that throughput).
     measured = [p.get("request_throughput_req_per_s") or 0 for p in run.metrics.get("serving") or []]
     if measured and max(measured) > 0:
-        start_rate = max(measured) / 2
+        start_rate, lowest = max(measured), max(measured) / 8
     else:
         start_rate = max(1000.0 / base["median_e2el_ms"], 0.1) if base.get("median_e2el_ms") else 1.0
+        lowest = start_rate / 4
     if "rate" in cap.search:
         start = min(start_rate, cap.max_rate)
-        res = search(lambda x: probe("rate", x), start, cap.resolution, can_probe("rate"), lowest=start / 4)
+        res = search(lambda x: probe("rate", x), start, cap.resolution, can_probe("rate"), lowest=min(lowest, start))
         out["rate"] = {**res, "start": start}
     if "concurrency" in cap.search:
         start_conc = littles_law_start(probes, out.get("rate"))
