@@ -224,7 +224,14 @@ class SectionRun:
 
             offload = {"device_map": "auto", "max_memory": {"cpu": p.offload_memory_bytes},
                        "offload_folder": tempfile.mkdtemp(prefix=f"{label}-", dir=p.offload_folder)}
-        eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype, **offload)
+        try:
+            eng = self.engine(label, engine="hf", device=p.device, dtype=p.dtype, **offload)
+        except BaseException:
+            if offload:  # the engine removes it at close; one that never loaded cannot
+                import shutil
+
+                shutil.rmtree(offload["offload_folder"], ignore_errors=True)
+            raise
         eng.plan = p
         self.engine_starts[-1]["reference_plan"] = p.info()
         self.add("engine_starts", self.engine_starts)

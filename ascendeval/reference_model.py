@@ -24,6 +24,7 @@ reference is never read as a float32 one.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,7 @@ def largest_module_parameters(model_path: str | Path) -> int:
                 continue
             m = re.match(r"(.*\.(?:layers|h|blocks)\.\d+)\.", key)
             module = m.group(1) if m else key.rsplit(".", 1)[0]
-            n = 1
-            for d in meta["shape"]:
-                n *= d
-            sizes[module] = sizes.get(module, 0) + n
+            sizes[module] = sizes.get(module, 0) + math.prod(meta["shape"])
     return max(sizes.values(), default=0)
 
 

@@ -302,13 +302,9 @@ def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: d
         finite_values = [pt[f"{s}_{key}_ms"] for pt in ordered[:n_finite] for s in ("median", "p99")
                          if pt[f"{s}_{key}_ms"]]
         log = bool(finite_values) and max(finite_values) > 5 * min(finite_values)  # queueing at high rates
-        top = _rate_panel_top(finite_values, log)
-        if top is not None:  # an infinite-rate value within twice the finite span widens the range
-            reach = [pt[f"{s}_{key}_ms"] for pt in ordered[n_finite:] for s in ("median", "p99")
-                     if pt[f"{s}_{key}_ms"]]
-            bottom = _rate_panel_bottom(finite_values, log)
-            near = [y for y in reach if (y / top <= top / bottom if log else y - top <= top - bottom)]
-            top = max([top] + [_rate_panel_top(finite_values + [y], log) for y in near])
+        inf_values = [pt[f"{s}_{key}_ms"] for pt in ordered[n_finite:] for s in ("median", "p99")
+                      if pt[f"{s}_{key}_ms"]]
+        bottom, top = _rate_panel_range(finite_values, inf_values, log)
         for stat, style, fill in (("median", "o-", None), ("p99", "s--", "none")):  # hollow P99: a median
             ys = [pt[f"{stat}_{key}_ms"] for pt in ordered]                       # just below stays visible
             line, = ax.plot(range(n_finite), ys[:n_finite], style, mfc=fill, label=word(lang, stat))
@@ -333,7 +329,7 @@ def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: d
         if log:
             plotting.log_scale(ax, "y")
         if top is not None:
-            ax.set_ylim(_rate_panel_bottom(finite_values, log), top)
+            ax.set_ylim(bottom, top)
         else:
             ax.margins(y=0.12)
         ax.set_title(word(lang, key))
@@ -344,17 +340,20 @@ def _latency_vs_rate(plt: Any, lang: str, pts: list[dict[str, Any]], workload: d
     return plotting.save(fig, path)
 
 
-def _rate_panel_top(values: list[float], log: bool) -> float | None:
-    """The top of a rate panel: the finite rates' highest value plus a margin (a factor on a log axis)."""
-    if not values:
-        return None
-    lo, hi = min(values), max(values)
-    return hi * 1.3 if log else hi + max(hi - lo, hi * 0.1) * 0.15
-
-
-def _rate_panel_bottom(values: list[float], log: bool) -> float:
-    lo, hi = min(values), max(values)
-    return lo / 1.3 if log else max(0.0, lo - max(hi - lo, hi * 0.1) * 0.15)
+def _rate_panel_range(finite: list[float], inf: list[float], log: bool) -> tuple[float | None, float | None]:
+    """(bottom, top) of a rate panel: the finite rates' values with a margin, widened to take in
+    an infinite-rate value below them or at most twice their span above them (factors on a log axis);
+    a value further up stays off the range (drawn at the top edge). (None, None) without values."""
+    if not finite:
+        return None, None
+    lo, hi = min(finite), max(finite)
+    reach = hi * (hi / lo) ** 2 if log else hi + 2 * (hi - lo)
+    shown = finite + [y for y in inf if y <= reach]
+    lo, hi = min(shown), max(shown)
+    if log:
+        return lo / 1.3, hi * 1.3
+    pad = max(hi - lo, hi * 0.1) * 0.15
+    return max(0.0, lo - pad), hi + pad
 
 
 def _throughput_vs_concurrency(plt: Any, lang: str, pts: list[dict[str, Any]], workload: dict[str, Any],

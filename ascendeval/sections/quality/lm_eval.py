@@ -241,6 +241,7 @@ def _start(run: Any, target: Any) -> LmEvalStarted:
     started = LmEvalStarted(closing=closing, settings=s, accuracy=acc, overridden=overridden, local=local,
                             model=model, model_args=model_args, out_dir=out_dir, prepare_s=prepare_s,
                             t1=time.perf_counter())
+
     def evaluate() -> dict[str, Any]:
         out = evaluator.simple_evaluate(**kwargs)
         started.t2 = time.perf_counter()  # its own end, not when the notebook came back for it
