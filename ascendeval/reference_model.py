@@ -222,7 +222,8 @@ def plan(model_path: str | Path, *, dtype: str, device: str, target_device: str,
         else:
             avail, source = host_available() if dev == "cpu" else device_available(dev)
         if alongside_target and target_bytes and dev == target_device == "cpu" and avail is not None:
-            return avail - target_bytes, f"{source}, less {target_bytes / GIB:.2f} GiB kept for the target's engine"
+            # nothing left is 0 available, not a negative figure
+            return max(avail - target_bytes, 0), f"{source}, less {target_bytes / GIB:.2f} GiB kept for the target's engine"
         return avail, source
 
     def fits(need: int, avail: int | None) -> bool:

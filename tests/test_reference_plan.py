@@ -148,6 +148,11 @@ def test_the_targets_memory_is_kept_free_beside_it(tiny):
                      budget_gb=budget, max_tokens=512, alongside_target=True, target_bytes=16 << 20)
     assert alone.dtype == "float32" and beside.dtype == "bfloat16"
     assert "kept for the target's engine" in beside.available_source
+    # a budget below the target's own memory leaves nothing: 0 available, never a negative figure
+    with pytest.raises(rm.ReferenceDoesNotFit) as exc:
+        rm.plan(tiny, dtype="float32", device="cpu", target_device="cpu", fallbacks=["bfloat16"],
+                budget_gb=0.01, max_tokens=512, alongside_target=True, target_bytes=1 << 30)
+    assert "0.00 GiB available" in str(exc.value) and "-" not in str(exc.value).split("GiB available")[0][-8:]
 
 
 def test_weights_without_a_parameter_count_load_as_configured_and_say_so(tmp_path, tiny):
